@@ -1,0 +1,178 @@
+"""Frozen, validated configuration: timeouts, retry policy, hosts, the API key.
+
+Nothing here does I/O. Every object validates itself in ``__post_init__`` and
+raises :class:`~streamkit.errors.ConfigError` naming the bad field.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Optional
+from urllib.parse import urlsplit
+
+from .errors import ConfigError
+
+__all__ = [
+    "DEFAULT_HOST",
+    "DEFAULT_PORT",
+    "RetryPolicy",
+    "Secret",
+    "Timeouts",
+    "api_key_from_env",
+    "parse_host",
+]
+
+DEFAULT_PORT = 11434
+DEFAULT_HOST = f"http://127.0.0.1:{DEFAULT_PORT}"
+
+ON_INTERRUPT_CHOICES = ("fail", "replay")
+
+
+def _check_seconds(name: str, value: Optional[float], *, allow_none: bool) -> None:
+    if value is None:
+        if not allow_none:
+            raise ConfigError(f"{name} must be a number of seconds, not None")
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{name} must be a number of seconds, got {value!r}")
+    if value <= 0:
+        raise ConfigError(f"{name} must be > 0 seconds, got {value!r}")
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """How long each phase of a stream may take, in seconds (None: no limit).
+
+    - ``connect``: TCP (and TLS) connection setup.
+    - ``first_token``: request sent → first chunk. Must cover a cold model
+      load, hence the generous default.
+    - ``idle``: the longest gap between two chunks once streaming.
+    - ``total``: the whole stream, retries included.
+
+    Each expiry raises :class:`~streamkit.errors.StreamTimeout` with ``.phase``
+    set to the field's name.
+    """
+
+    connect: Optional[float] = 5.0
+    first_token: Optional[float] = 300.0
+    idle: Optional[float] = 60.0
+    total: Optional[float] = None
+
+    def __post_init__(self) -> None:
+        for name in ("connect", "first_token", "idle", "total"):
+            _check_seconds(f"Timeouts.{name}", getattr(self, name), allow_none=True)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """When and how to retry a stream (the retry boundary is the first chunk).
+
+    - ``attempts``: total HTTP attempts, first included (1 = never retry).
+    - ``backoff_base`` / ``backoff_max``: exponential backoff with full
+      jitter, ``uniform(0, min(backoff_max, backoff_base * 2**n))``.
+    - ``retry_after_max``: a ``Retry-After`` up to this many seconds is
+      honoured; a longer one fails at once with ``ServerBusy.retry_after`` set.
+    - ``on_interrupt``: ``"fail"`` (raise StreamInterrupted with the partial
+      text) or ``"replay"`` (re-issue the request and continue seamlessly if
+      the new text starts with what was delivered; see streamkit.retry).
+    - ``retry_first_token_timeout``: also retry a first_token timeout (off
+      by default: a disconnect aborts a cold model load, so retrying it could
+      restart the load forever).
+    - ``retry_if``: optional predicate ``(exc) -> bool`` replacing the default
+      choice of retryable errors.
+    - ``wait``: optional wait strategy replacing the default backoff: a
+      tenacity wait object (``tenacity.wait_fixed(1)``) or any callable taking
+      tenacity's ``RetryCallState`` and returning seconds.
+    """
+
+    attempts: int = 3
+    backoff_base: float = 0.5
+    backoff_max: float = 8.0
+    retry_after_max: float = 60.0
+    on_interrupt: str = "fail"
+    retry_first_token_timeout: bool = False
+    retry_if: Optional[Callable[[BaseException], bool]] = None
+    wait: Optional[Callable[..., Any]] = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.attempts, bool) or not isinstance(self.attempts, int) \
+                or self.attempts < 1:
+            raise ConfigError(f"RetryPolicy.attempts must be an int >= 1, got {self.attempts!r}")
+        for name in ("backoff_base", "backoff_max", "retry_after_max"):
+            _check_seconds(f"RetryPolicy.{name}", getattr(self, name), allow_none=False)
+        if self.on_interrupt not in ON_INTERRUPT_CHOICES:
+            raise ConfigError(
+                f"RetryPolicy.on_interrupt must be one of {ON_INTERRUPT_CHOICES}, "
+                f"got {self.on_interrupt!r}")
+
+
+class Secret:
+    """A string that never shows itself in a repr, log line or error message."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+def api_key_from_env(environ: Optional[Mapping[str, str]] = None) -> Optional[Secret]:
+    """``OLLAMA_API_KEY`` as a Secret, or None when unset or empty."""
+    value = (os.environ if environ is None else environ).get("OLLAMA_API_KEY", "")
+    return Secret(value) if value else None
+
+
+def _bracket_ipv6(hostname: str) -> str:
+    try:
+        if isinstance(ipaddress.ip_address(hostname), ipaddress.IPv6Address):
+            return f"[{hostname}]"
+    except ValueError:
+        pass
+    return hostname
+
+
+def parse_host(host: Optional[str] = None,
+               environ: Optional[Mapping[str, str]] = None) -> str:
+    """Normalise a host the way ollama-python reads ``OLLAMA_HOST``.
+
+    ``host`` None falls back to ``OLLAMA_HOST``, then to
+    ``http://127.0.0.1:11434``. The scheme defaults to http; the port to
+    11434, or 80/443 when the scheme is given explicitly; an empty hostname
+    means 127.0.0.1; a path is kept with its slashes trimmed; IPv6 literals
+    are bracketed. A bare ``::1`` is ambiguous and rejected.
+
+    Raises:
+        ConfigError: the host cannot be parsed (names the value).
+    """
+    if host is None:
+        host = (os.environ if environ is None else environ).get("OLLAMA_HOST", "")
+    text = host
+    scheme, sep, rest = text.partition("://")
+    if sep:
+        default_port = {"http": 80, "https": 443}.get(scheme, DEFAULT_PORT)
+    else:
+        scheme, rest, default_port = "http", text, DEFAULT_PORT
+    try:
+        parts = urlsplit(f"{scheme}://{rest}")
+        port = parts.port or default_port
+    except ValueError as exc:
+        raise ConfigError(f"cannot parse host {host!r}: {exc}") from exc
+    hostname = _bracket_ipv6(parts.hostname or "127.0.0.1")
+    base = f"{scheme}://{hostname}:{port}"
+    path = parts.path.strip("/")
+    return f"{base}/{path}" if path else base
