@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Callable, Dict, List, Optional
+from typing import Any, Callable, List, Optional
 
 from ._version import __version__
 
@@ -22,18 +22,22 @@ EXIT_INTERRUPTED = 130
 
 Command = Callable[[argparse.Namespace], int]
 
+# Each section below defines ``_add_<name>(sub)``, which adds its subparser and
+# sets ``func=_cmd_<name>`` as a default, then appends itself to _COMMANDS.
+_COMMANDS: List[Callable[[Any], None]] = []
+
 
 # --- emulate ------------------------------------------------------------------
-
-def _add_emulate(sub: argparse._SubParsersAction) -> Command:  # type: ignore[type-arg]
-    raise NotImplementedError
 
 
 # --- chat / generate / check / pull ------------------------------------------
 
+
 # --- batch -------------------------------------------------------------------
 
+
 # --- bench -------------------------------------------------------------------
+
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,14 +45,16 @@ def build_parser() -> argparse.ArgumentParser:
         prog="streamkit",
         description="Stream LLM output from Ollama and OpenAI-compatible servers.")
     parser.add_argument("--version", action="version", version=f"streamkit {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for add in _COMMANDS:
+        add(sub)
     return parser
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    commands: Dict[str, Command] = {}
-    command = commands.get(getattr(args, "command", "") or "")
+    command: Optional[Command] = getattr(args, "func", None)
     if command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
