@@ -62,7 +62,6 @@ _LAZY = {
 }
 
 __all__ = [
-    "END",
     "Cancelled",
     "ChatRequest",
     "Chunk",
@@ -71,6 +70,7 @@ __all__ = [
     "ConnectError",
     "Conversation",
     "Dispatcher",
+    "END",
     "Emulator",
     "EmulatorConfig",
     "Fault",

@@ -1,0 +1,1 @@
+"""Private implementation of :mod:`streamkit.emulator` (see its docstring)."""

@@ -1,0 +1,81 @@
+"""Incremental Server-Sent Events line framing: socket reads in, lines out.
+
+Unlike NDJSON framing, blank lines are kept: they end events. Per the SSE
+specification a line ends at CRLF, LF or a lone CR; a CR that ends one read
+and an LF that starts the next are one line ending, not two.
+"""
+
+from __future__ import annotations
+
+from typing import List
+
+from .lines import DEFAULT_MAX_LINE, oversize_error
+
+__all__ = ["SSEFramer"]
+
+
+class SSEFramer:
+    """Splits a byte stream into SSE lines (blank ones included); pure, not thread-safe.
+
+    ``feed`` returns the lines completed by ``data`` without their line
+    endings; ``flush`` returns a last line that had no ending. A line longer
+    than ``max_line`` raises ProtocolError as soon as the bytes seen pass
+    the cap, without buffering the rest of it.
+    """
+
+    __slots__ = ("_after_cr", "_max_line", "_pending", "_pending_len")
+
+    def __init__(self, max_line: int = DEFAULT_MAX_LINE) -> None:
+        if max_line < 1:
+            raise ValueError(f"max_line must be >= 1, got {max_line!r}")
+        self._max_line = max_line
+        self._pending: List[bytes] = []
+        self._pending_len = 0
+        self._after_cr = False  # the previous read ended in CR: an LF now is its pair
+
+    def feed(self, data: bytes) -> List[bytes]:
+        """The complete lines ending in ``data``, blank lines included.
+
+        Raises ProtocolError when a line passes ``max_line``.
+        """
+        if self._after_cr:
+            self._after_cr = False
+            if data[:1] == b"\n":
+                data = data[1:]
+        if b"\r" in data:
+            self._after_cr = data[-1:] == b"\r"
+            data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        if b"\n" not in data:
+            if data:
+                self._hold(data)
+            return []
+        lines = data.split(b"\n")
+        tail = lines.pop()
+        if self._pending:
+            self._pending.append(lines[0])
+            lines[0] = b"".join(self._pending)
+            self._pending = []
+            self._pending_len = 0
+        if len(data) + len(lines[0]) > self._max_line:
+            for line in lines:
+                if len(line) > self._max_line:
+                    raise oversize_error(len(line), self._max_line)
+        if tail:
+            self._hold(tail)
+        return lines
+
+    def flush(self) -> List[bytes]:
+        """The last line if it had no line ending; resets."""
+        line = b"".join(self._pending)
+        self._pending = []
+        self._pending_len = 0
+        return [line] if line else []
+
+    def _hold(self, piece: bytes) -> None:
+        size = self._pending_len + len(piece)
+        if size > self._max_line:
+            self._pending = []
+            self._pending_len = 0
+            raise oversize_error(size, self._max_line)
+        self._pending.append(piece)
+        self._pending_len = size
