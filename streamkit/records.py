@@ -37,13 +37,13 @@ class Chunk(NamedTuple):
     the stream. ``received_ns`` is ``time.perf_counter_ns()`` stamped when the
     bytes holding this record came off the socket, before JSON parsing.
     ``raw`` is the decoded JSON object. ``done`` marks the final record
-    (Ollama's ``done: true``; OpenAI's finish chunk); it may still carry text.
+    (Ollama's ``done: true``; OpenAI's ``[DONE]``); it may still carry text.
     """
 
     text: str
     thinking: str = ""
     tool_calls: Tuple[Mapping[str, Any], ...] = ()
-    index: int = 0
+    index: int = 0  # type: ignore[assignment]  # shadows tuple.index on purpose (design §3)
     received_ns: int = 0
     raw: Optional[Mapping[str, Any]] = None
     done: bool = False

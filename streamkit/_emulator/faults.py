@@ -12,14 +12,14 @@ from typing import Dict, Optional, Sequence, Tuple, Union
 
 from ..errors import ConfigError
 
-__all__ = ["KINDS", "Fault", "FaultPlan", "FaultsLike", "coerce_faults", "parse_faults"]
+__all__ = ["KINDS", "Fault", "FaultPlan", "FaultsLike", "coerce_faults", "normalize_model",
+           "parse_faults"]
 
 # Kinds that act before any response byte, and kinds that act mid-body.
 PRE_KINDS = ("refuse", "reset", "status", "slow_headers")
 BODY_KINDS = ("cut", "stall", "error", "malformed", "blank", "nodone")
 KINDS = PRE_KINDS + BODY_KINDS
 
-_AFTER_KINDS = ("cut", "stall", "error", "malformed")
 _DEFAULT_AFTER = 1
 _DEFAULT_SLOW_HEADERS_S = 1.0
 _KEYS_BY_KIND: Dict[str, Tuple[str, ...]] = {
@@ -188,7 +188,3 @@ def normalize_model(name: str) -> str:
 
 def _same_model(a: str, b: str) -> bool:
     return normalize_model(a) == normalize_model(b)
-
-
-def default_after(kind: str) -> int:
-    return _DEFAULT_AFTER if kind in _AFTER_KINDS else 0

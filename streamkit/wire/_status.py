@@ -57,14 +57,15 @@ def error_text(body: bytes) -> str:
     """The server's error message from a reply body.
 
     Understands Ollama's ``{"error": "..."}``, OpenAI's
-    ``{"error": {"message": ...}}`` and plain text (gin's ``404 page not found``).
+    ``{"error": {"message": ...}}``, FastAPI's ``{"detail": ...}`` and plain
+    text (gin's ``404 page not found``).
     """
     try:
         decoded: Any = _json.loads(body)
     except _json.DECODE_ERRORS:
         return body.decode("utf-8", "replace").strip()
     if isinstance(decoded, dict):
-        err = decoded.get("error", decoded.get("message"))
+        err = decoded.get("error", decoded.get("message", decoded.get("detail")))
         if isinstance(err, dict):
             err = err.get("message", err)
         if err is not None:

@@ -75,9 +75,11 @@ class LineFramer:
             self._check_sizes(lines)
         if tail:
             self._hold(tail)
-        if b"\r" in data or lines[0].endswith(b"\r"):
+        if b"\r" in data or lines[0][-1:] == b"\r":
             return [ln[:-1] if ln[-1:] == b"\r" else ln for ln in lines if ln and ln != b"\r"]
-        return [ln for ln in lines if ln]
+        if b"" in lines:  # cheaper than filtering when, as usual, there is no blank line
+            return [ln for ln in lines if ln]
+        return lines
 
     def flush(self) -> List[bytes]:
         """The last line if it had no newline (CR stripped, blank skipped); resets."""

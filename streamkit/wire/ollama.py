@@ -19,6 +19,8 @@ from .lines import DEFAULT_MAX_LINE, LineFramer
 __all__ = ["OLLAMA", "OllamaDecoder", "OllamaDialect"]
 
 EXCERPT = 80  # bytes of a bad line quoted in a ProtocolError
+JSON_KINDS = {list: "array", str: "string", int: "number", float: "number",
+              bool: "boolean", type(None): "null"}
 
 
 def excerpt(line: bytes) -> str:
@@ -36,8 +38,9 @@ def decode_json_line(loads: Any, line: bytes) -> Dict[str, Any]:
         raise ProtocolError(f"the server sent a record that is not valid JSON ({exc}): "
                             f"{excerpt(line)}") from exc
     if type(obj) is not dict:
-        raise ProtocolError(f"the server sent a JSON {type(obj).__name__} where an object "
-                            f"was expected: {excerpt(line)}")
+        kind = JSON_KINDS.get(type(obj), type(obj).__name__)
+        raise ProtocolError(f"the server sent a JSON {kind} where an object was expected: "
+                            f"{excerpt(line)}")
     return obj
 
 
@@ -105,31 +108,40 @@ class OllamaDecoder:
         return self._active
 
     def _decode(self, lines: List[bytes], received_ns: int) -> List[Chunk]:
-        loads = self._loads
-        chunks = []
+        chunks: List[Chunk] = []
         for line in lines:
-            obj = decode_json_line(loads, line)
-            if "error" in obj and obj["error"] is not None:
-                raise ServerStreamError(error_message(obj["error"]))
-            message = obj.get("message")
-            if type(message) is dict:  # /api/chat
-                text = message.get("content") or ""
-                thinking = message.get("thinking") or ""
-                calls = message.get("tool_calls")
-            else:  # /api/generate
-                text = obj.get("response") or ""
-                thinking = obj.get("thinking") or ""
-                calls = obj.get("tool_calls")
-            done = obj.get("done") is True
-            chunks.append(Chunk(text, thinking, tuple(calls) if calls else (),
-                                self._index, received_ns, obj, done))
-            self._index += 1
-            if self.model is None:
-                self.model = obj.get("model")
-            if done:
-                self._finish(obj)
+            obj = decode_json_line(self._loads, line)
+            try:
+                chunk = self._record(obj, received_ns)
+            except (AttributeError, TypeError) as exc:  # a field of the wrong JSON type
+                raise ProtocolError(f"the server sent a record of an unexpected shape "
+                                    f"({exc}): {excerpt(line)}") from exc
+            chunks.append(chunk)
+            if chunk.done:
                 break  # records after done are ignored
         return chunks
+
+    def _record(self, obj: Dict[str, Any], received_ns: int) -> Chunk:
+        if "error" in obj and obj["error"] is not None:
+            raise ServerStreamError(error_message(obj["error"]))
+        message = obj.get("message")
+        if type(message) is dict:  # /api/chat
+            text = message.get("content") or ""
+            thinking = message.get("thinking") or ""
+            calls = message.get("tool_calls")
+        else:  # /api/generate
+            text = obj.get("response") or ""
+            thinking = obj.get("thinking") or ""
+            calls = obj.get("tool_calls")
+        done = obj.get("done") is True
+        chunk = Chunk(text, thinking, tuple(calls) if calls else (),
+                      self._index, received_ns, obj, done)
+        self._index += 1
+        if self.model is None:
+            self.model = obj.get("model")
+        if done:
+            self._finish(obj)
+        return chunk
 
     def _finish(self, obj: Mapping[str, Any]) -> None:
         self.done = True

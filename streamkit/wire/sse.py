@@ -38,6 +38,8 @@ class SSEFramer:
 
         Raises ProtocolError when a line passes ``max_line``.
         """
+        if not data:
+            return []
         if self._after_cr:
             self._after_cr = False
             if data[:1] == b"\n":
@@ -46,7 +48,7 @@ class SSEFramer:
             self._after_cr = data[-1:] == b"\r"
             data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         if b"\n" not in data:
-            if data:
+            if data:  # empty when the read was only the LF of a CRLF
                 self._hold(data)
             return []
         lines = data.split(b"\n")

@@ -1,0 +1,348 @@
+"""Result files for ``streamkit batch``: append-only JSONL, resume, the error file.
+
+Crash safety rests on three rules:
+
+1. Every record is one ``os.write`` of a complete line (``O_APPEND``), so a
+   crash leaves at most one torn line, and only at the end of the file.
+2. Before appending, :func:`scan_output` reads the ids already present and
+   cuts a torn last line (no newline, or not JSON) off the file.
+3. The writer refuses an id it has already written.
+
+Records reach the kernel at once (no userspace buffer); a :class:`Syncer`
+thread fsyncs dirty files every second, and :meth:`RecordWriter.close`
+fsyncs once more.
+
+The error file (``OUT.errors.jsonl``) holds, for each id that has no result
+in OUT, its latest failure. It is compacted (rewritten through a temporary
+file and an atomic rename) when a run starts and when it ends; during a run
+new failures are appended, so after a crash it may also hold an entry that
+the next run drops.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Protocol, Set
+
+from . import _json
+from .errors import ConfigError, ResponseError
+from .records import Result, Timing
+
+__all__ = [
+    "ErrorLog",
+    "RecordWriter",
+    "ResumeState",
+    "Syncer",
+    "encode",
+    "error_record",
+    "errors_path",
+    "result_record",
+    "scan_output",
+]
+
+FSYNC_INTERVAL_S = 1.0
+_NS_PER_MS = 1_000_000
+
+
+def errors_path(output: str) -> str:
+    """``results.jsonl`` → ``results.errors.jsonl``; other names get ``.errors.jsonl`` appended."""
+    stem = output[: -len(".jsonl")] if output.endswith(".jsonl") else output
+    return stem + ".errors.jsonl"
+
+
+def encode(record: Mapping[str, Any]) -> bytes:
+    """One JSON line, UTF-8, newline included."""
+    return (json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
+
+
+# --- records -------------------------------------------------------------------
+
+
+def _ms(start: Optional[int], end: Optional[int]) -> Optional[float]:
+    if start is None or end is None:
+        return None
+    return round((end - start) / _NS_PER_MS, 3)
+
+
+def timing_record(timing: Timing) -> Dict[str, Any]:
+    """Client-side durations in ms (raw perf_counter stamps mean nothing in a file)."""
+    values = {
+        "ttft_ms": _ms(timing.sent_ns, timing.first_token_ns),
+        "total_ms": _ms(timing.started_ns, timing.done_ns),
+        "chunks": timing.chunks,
+    }
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def result_record(result: Result, record_id: str) -> Dict[str, Any]:
+    """The OUT line for a successful Result (design §4 "Batch files")."""
+    record: Dict[str, Any] = {"id": record_id, "model": result.model, "host": result.host,
+                              "response": result.text}
+    if result.thinking:
+        record["thinking"] = result.thinking
+    if result.tool_calls:
+        record["tool_calls"] = list(result.tool_calls)
+    record["done_reason"] = result.done_reason
+    record["stats"] = result.stats.as_dict()
+    record["timing"] = timing_record(result.timing)
+    record["attempts"] = result.attempts
+    if result.cached:
+        record["cached"] = True
+    return record
+
+
+def error_record(record_id: str, line: int, error: BaseException, *, attempts: int,
+                 host: Optional[str]) -> Dict[str, Any]:
+    """The error-file line for a failed prompt."""
+    record: Dict[str, Any] = {"id": record_id, "line": line, "type": type(error).__name__,
+                              "message": str(error), "attempts": attempts, "host": host}
+    if isinstance(error, ResponseError):
+        record["status_code"] = error.status_code
+    return record
+
+
+# --- resume --------------------------------------------------------------------
+
+
+@dataclass
+class ResumeState:
+    """What an existing OUT holds: its ids, and how much of it is sound."""
+
+    done: Set[str] = field(default_factory=set)
+    good_size: int = 0        # bytes up to the end of the last complete record
+    torn_bytes: int = 0       # bytes after it (a torn last line) to be cut off
+    records: int = 0
+
+
+def scan_output(path: str) -> ResumeState:
+    """Read the ids in an existing OUT (an absent file is empty); find a torn tail.
+
+    A last line without a newline, or a last line that is not a JSON object
+    with an id, is torn. Does not modify the file (see :func:`repair`).
+
+    Raises:
+        ConfigError: a bad line *before* the last one (not a crash artefact:
+            someone edited the file); names the file and line.
+    """
+    state = ResumeState()
+    try:
+        handle = open(path, "rb")  # noqa: SIM115 - closed below
+    except FileNotFoundError:
+        return state
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path!r}: {exc.strerror}") from exc
+    with handle:
+        bad_line: Optional[int] = None
+        for number, raw in enumerate(handle, start=1):
+            if bad_line is not None:
+                raise ConfigError("not a JSON result record; fix or delete this line, then "
+                                  "rerun", path=path, line=bad_line)
+            record_id = _record_id(raw) if raw.endswith(b"\n") else None
+            if record_id is None:
+                bad_line = number
+                state.torn_bytes = len(raw)
+                continue
+            state.done.add(record_id)
+            state.records += 1
+            state.good_size += len(raw)
+    return state
+
+
+def _record_id(raw: bytes) -> Optional[str]:
+    try:
+        value = _json.loads(raw)
+    except _json.DECODE_ERRORS:
+        return None
+    record_id = value.get("id") if isinstance(value, dict) else None
+    return record_id if isinstance(record_id, str) else None
+
+
+def repair(path: str, state: ResumeState) -> None:
+    """Cut a torn last line off ``path`` (no-op when there is none)."""
+    if state.torn_bytes:
+        os.truncate(path, state.good_size)
+
+
+# --- writers -------------------------------------------------------------------
+
+
+class RecordWriter:
+    """Appends JSON lines to a file, one ``os.write`` per record, no duplicate ids.
+
+    Not thread-safe for writing (the batch loop is the only writer); ``sync``
+    may be called from the Syncer thread.
+    """
+
+    def __init__(self, path: str, *, truncate: bool = False,
+                 done: Optional[Set[str]] = None) -> None:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
+        if truncate:
+            flags |= os.O_TRUNC
+        try:
+            self._fd = os.open(path, flags, 0o644)
+        except OSError as exc:
+            raise ConfigError(f"cannot write {path!r}: {exc.strerror}") from exc
+        self.path = path
+        self.done: Set[str] = done if done is not None else set()
+        self._lock = threading.Lock()
+        self._dirty = False
+        self._closed = False
+
+    def write(self, record: Mapping[str, Any]) -> bool:
+        """Append one record; False (nothing written) if its id is already in the file."""
+        record_id = record["id"]
+        if record_id in self.done:
+            return False
+        _write_all(self._fd, encode(record))
+        self.done.add(record_id)
+        self._dirty = True
+        return True
+
+    def append(self, record: Mapping[str, Any]) -> None:
+        """Append one record whatever its id (for the error file)."""
+        _write_all(self._fd, encode(record))
+        self._dirty = True
+
+    def sync(self) -> None:
+        """fsync if anything was written since the last sync."""
+        with self._lock:
+            if self._dirty and not self._closed:
+                self._dirty = False
+                os.fsync(self._fd)
+
+    def close(self) -> None:
+        """fsync and close; idempotent."""
+        self.sync()
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                os.close(self._fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    # A regular file takes the whole line in one write; the loop only matters
+    # on a short write (disk full, a signal), where the line may then be torn
+    # and the next run repairs it.
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+class _Syncable(Protocol):
+    def sync(self) -> None: ...
+
+
+class Syncer:
+    """A thread that fsyncs its writers every ``interval`` seconds; ``close`` stops it.
+
+    A crash loses nothing already written (the kernel has it); the fsync
+    bounds what a power loss can take to about one interval.
+    """
+
+    def __init__(self, writers: Iterable[_Syncable],
+                 interval: float = FSYNC_INTERVAL_S) -> None:
+        self._writers = list(writers)
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="streamkit-batch-fsync",
+                                        daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            for writer in self._writers:
+                writer.sync()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10.0)
+
+
+# --- the error file ------------------------------------------------------------
+
+
+class ErrorLog:
+    """``OUT.errors.jsonl``: the latest failure of each id that has no result yet.
+
+    Holds the current entries in memory (failures are few) so it can compact.
+    The file exists only while it has entries.
+    """
+
+    def __init__(self, path: str, *, done: Set[str], resume: bool) -> None:
+        self.path = path
+        self._latest: Dict[str, Dict[str, Any]] = {}
+        if resume:
+            for record in _read_records(path):
+                if record["id"] not in done:
+                    self._latest[record["id"]] = record
+        _rewrite(path, self._latest.values())
+        self._writer: Optional[RecordWriter] = None
+        self._closed = False
+
+    def add(self, record: Dict[str, Any]) -> None:
+        """Append a failure (one write) and remember it as the id's latest."""
+        if self._writer is None:
+            self._writer = RecordWriter(self.path)
+        self._writer.append(record)
+        self._latest[record["id"]] = record
+
+    def sync(self) -> None:
+        if self._writer is not None:
+            self._writer.sync()
+
+    def count(self) -> int:
+        """How many ids currently have an entry."""
+        return len(self._latest)
+
+    def close(self, done: Set[str]) -> None:
+        """Drop entries whose id now has a result, rewrite the file, close; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._writer is not None:
+            self._writer.close()
+        self._latest = {i: r for i, r in self._latest.items() if i not in done}
+        _rewrite(self.path, self._latest.values())
+
+
+def _read_records(path: str) -> List[Dict[str, Any]]:
+    try:
+        handle = open(path, "rb")  # noqa: SIM115 - closed below
+    except FileNotFoundError:
+        return []
+    with handle:
+        records = []
+        for raw in handle:
+            try:
+                value = _json.loads(raw)
+            except _json.DECODE_ERRORS:
+                continue  # a torn line from a crash; the next failure rewrites the id
+            if isinstance(value, dict) and isinstance(value.get("id"), str):
+                records.append(value)
+        return records
+
+
+def _rewrite(path: str, records: Iterable[Mapping[str, Any]]) -> None:
+    """Replace ``path`` atomically with ``records`` (temp file, fsync, rename).
+
+    No records: remove ``path`` instead.
+    """
+    rows = list(records)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        if not rows:
+            if os.path.exists(path):
+                os.remove(path)
+            return
+        with open(tmp, "wb") as out:
+            for row in rows:
+                out.write(encode(row))
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise ConfigError(f"cannot write {path!r}: {exc.strerror}") from exc

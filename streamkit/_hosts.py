@@ -1,0 +1,213 @@
+"""Host routing for the Dispatcher: per-host parallel limits, least-loaded choice, cooldown.
+
+Private: the public surface is ``Dispatcher(hosts=...)``. :class:`HostRouter`
+implements the ``stream.Route`` protocol. A stream calls ``acquire`` before
+each HTTP attempt and ``release`` after it, from its worker thread; one router
+is shared by every stream of a dispatcher, so all state sits under one lock.
+
+Rules (issue 5):
+
+- A host takes at most ``parallel`` requests at once (default 1, like
+  ``OLLAMA_NUM_PARALLEL``'s default). Beyond that, Ollama would only queue
+  them server-side, where they can no longer move to an idle host.
+- ``acquire`` picks, among hosts with a free slot and not cooled down, one
+  the stream has not tried yet if there is one, then the one with the fewest
+  requests in flight, then the one picked least recently (spreads ties).
+- A host failing *before the first chunk* (connect error or connect timeout,
+  5xx, 429/503) is cooled down: ``1 s, 2 s, 4 s ... 30 s`` for consecutive
+  failures. Failures of requests that were already in flight when the cooldown
+  began do not lengthen it (one outage, one step). Any answer that streamed, or
+  succeeded, resets the count. After its cooldown a host is used again.
+- With no usable host, ``acquire`` waits on the router's Condition: for a
+  slot to free up, or the earliest cooldown to end. It wakes at least every
+  ``WAIT_SLICE_S`` to check the stream's cancel Event and raises
+  :class:`~streamkit.errors.Cancelled` when it is set or the router is closed.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+from .config import parse_host
+from .errors import Cancelled, ConfigError, ConnectError, ResponseError, StreamTimeout
+
+__all__ = ["COOLDOWN_BASE_S", "COOLDOWN_MAX_S", "HostRouter", "HostSpec", "parse_hosts"]
+
+COOLDOWN_BASE_S = 1.0
+COOLDOWN_MAX_S = 30.0
+#: Longest sleep of a waiting ``acquire`` before it looks at its cancel Event again.
+WAIT_SLICE_S = 0.05
+DEFAULT_PARALLEL = 1
+
+HostSpec = Union[str, Tuple[str, int]]
+Clock = Callable[[], float]
+
+
+def parse_hosts(hosts: Sequence[HostSpec]) -> List[Tuple[str, int]]:
+    """Normalise ``[url, (url, parallel), ...]`` into ``[(base_url, parallel)]``.
+
+    URLs follow ``OLLAMA_HOST`` rules (:func:`streamkit.config.parse_host`).
+
+    Raises:
+        ConfigError: no hosts, a bad URL, a parallel limit that is not an
+            int >= 1, or the same host listed twice.
+    """
+    if isinstance(hosts, (str, bytes)) or not hosts:
+        raise ConfigError("hosts must be a non-empty list of URLs or (URL, parallel) pairs")
+    parsed: List[Tuple[str, int]] = []
+    for spec in hosts:
+        url, parallel = _split(spec)
+        if isinstance(parallel, bool) or not isinstance(parallel, int) or parallel < 1:
+            raise ConfigError(f"parallel limit for host {url!r} must be an int >= 1, "
+                              f"got {parallel!r}")
+        base = parse_host(url)
+        if any(base == seen for seen, _ in parsed):
+            raise ConfigError(f"host {base} is listed twice; give it one (url, parallel) pair")
+        parsed.append((base, parallel))
+    return parsed
+
+
+def _split(spec: object) -> Tuple[str, object]:
+    if isinstance(spec, str):
+        return spec, DEFAULT_PARALLEL
+    if isinstance(spec, (tuple, list)) and len(spec) == 2 and isinstance(spec[0], str):
+        return spec[0], spec[1]
+    raise ConfigError(f"a host must be a URL or a (URL, parallel) pair, got {spec!r}")
+
+
+def is_host_failure(error: BaseException) -> bool:
+    """Does this pre-stream error say the host itself is down or overloaded?"""
+    if isinstance(error, ConnectError):
+        return True
+    if isinstance(error, StreamTimeout):
+        return error.phase == "connect"
+    if isinstance(error, ResponseError):
+        return error.status_code >= 500 or error.status_code == 429
+    return False
+
+
+@dataclass
+class _Host:
+    url: str
+    limit: int
+    in_flight: int = 0
+    failures: int = 0          # consecutive pre-stream failures
+    cool_until: float = 0.0    # clock() value; usable again from then on
+    last_pick: int = 0         # tie-break: least recently picked first
+    served: int = 0            # attempts routed here (observability)
+
+
+class HostRouter:
+    """Routes each attempt of many streams over several hosts (``stream.Route``).
+
+    Thread-safe. ``clock`` is injectable for tests (default ``time.monotonic``).
+    """
+
+    def __init__(self, hosts: Sequence[Tuple[str, int]], *,
+                 cooldown_base: float = COOLDOWN_BASE_S,
+                 cooldown_max: float = COOLDOWN_MAX_S,
+                 clock: Clock = time.monotonic) -> None:
+        if not hosts:
+            raise ConfigError("a HostRouter needs at least one host")
+        self._hosts: Dict[str, _Host] = {url: _Host(url, limit) for url, limit in hosts}
+        self._cooldown_base = cooldown_base
+        self._cooldown_max = cooldown_max
+        self._clock = clock
+        self._picks = itertools.count(1)
+        self._closed = False
+        # One lock for every host's counters; the Condition is notified when a
+        # slot frees up, a host fails (waiters re-check) or the router closes.
+        self._cond = threading.Condition(threading.Lock())
+
+    @property
+    def urls(self) -> List[str]:
+        return list(self._hosts)
+
+    def acquire(self, tried: Sequence[str], cancel: threading.Event) -> str:
+        """Reserve a slot on the best usable host and return its base URL.
+
+        Blocks until a host has a free slot and is not cooled down.
+
+        Raises:
+            Cancelled: ``cancel`` was set, or the router closed, while waiting.
+        """
+        with self._cond:
+            while True:
+                if cancel.is_set() or self._closed:
+                    raise Cancelled("cancelled while waiting for a free host")
+                now = self._clock()
+                host = self._pick(tried, now)
+                if host is not None:
+                    host.in_flight += 1
+                    host.served += 1
+                    host.last_pick = next(self._picks)
+                    return host.url
+                self._cond.wait(self._wait_time(now))
+
+    def release(self, host: str, error: Optional[BaseException], streamed: bool) -> None:
+        """Free the slot taken by ``acquire``; cool the host down if it failed early.
+
+        ``streamed`` says whether the attempt delivered a first chunk (then an
+        error is the stream's, not the host's).
+        """
+        with self._cond:
+            entry = self._hosts.get(host)
+            if entry is None:
+                return
+            entry.in_flight = max(0, entry.in_flight - 1)
+            if error is None or streamed:
+                entry.failures = 0
+            elif is_host_failure(error):
+                self._cool_down(entry)
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        """Wake every waiting ``acquire``; they raise Cancelled. Idempotent."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def wake(self) -> None:
+        """Make waiting ``acquire`` calls re-check their cancel Events now."""
+        with self._cond:
+            self._cond.notify_all()
+
+    def snapshot(self) -> Dict[str, Dict[str, float]]:
+        """Per host: in_flight, failures, cooldown seconds left, attempts served."""
+        with self._cond:
+            now = self._clock()
+            return {h.url: {"in_flight": h.in_flight, "failures": h.failures,
+                            "cooldown_left": max(0.0, h.cool_until - now),
+                            "served": h.served}
+                    for h in self._hosts.values()}
+
+    def cooled_down(self, host: str) -> bool:
+        """True while ``host`` is being skipped after a failure."""
+        with self._cond:
+            return self._hosts[parse_host(host)].cool_until > self._clock()
+
+    # -- internals (call with the lock held) --------------------------------
+
+    def _pick(self, tried: Sequence[str], now: float) -> Optional[_Host]:
+        usable = [h for h in self._hosts.values()
+                  if h.in_flight < h.limit and h.cool_until <= now]
+        if not usable:
+            return None
+        return min(usable, key=lambda h: (h.url in tried, h.in_flight, h.last_pick))
+
+    def _wait_time(self, now: float) -> float:
+        cooling = [h.cool_until - now for h in self._hosts.values() if h.cool_until > now]
+        soonest = min(cooling) if cooling else WAIT_SLICE_S
+        return max(0.001, min(WAIT_SLICE_S, soonest))
+
+    def _cool_down(self, host: _Host) -> None:
+        now = self._clock()
+        if host.cool_until > now:
+            return  # already cooling: in-flight failures of the same outage
+        host.failures += 1
+        step = self._cooldown_base * 2.0 ** min(host.failures - 1, 30)
+        host.cool_until = now + min(self._cooldown_max, step)

@@ -1,0 +1,51 @@
+"""``streamkit bench``: throughput and latency numbers that say how far to trust them.
+
+Python API::
+
+    from streamkit.bench import BenchConfig, run_bench, write_outputs
+
+    run = run_bench(BenchConfig(model="demo", host="builtin", concurrency=(1, 4)))
+    for point in run.points:
+        print(point.summary.metrics["ttft_ms"].p50)
+    write_outputs(run, "bench-out")          # run.json, requests.jsonl, summary.csv, PNGs
+
+Modules: :mod:`.load` (schedules, closed/open loop, process shards),
+:mod:`.metrics` (records → statistics, the formulas), :mod:`.report`
+(console, files, compare), :mod:`.plot` (charts, optional matplotlib),
+:mod:`.calibrate` (the client's own floor), :mod:`.target` (prompts and the
+send function), :mod:`.runner` (the pipeline).
+"""
+
+from __future__ import annotations
+
+from .calibrate import Calibration, calibrate
+from .load import LoadPlan, arrival_offsets
+from .metrics import FORMULAS, Distribution, PointSummary, RequestRecord, Slo, summarize
+from .report import SUMMARY_COLUMNS, format_compare, format_point, load_run, write_outputs
+from .runner import BUILTIN, BenchConfig, BenchRun, PointResult, run_bench
+from .target import PromptSpec, read_prompt_file
+
+__all__ = [
+    "BUILTIN",
+    "FORMULAS",
+    "SUMMARY_COLUMNS",
+    "BenchConfig",
+    "BenchRun",
+    "Calibration",
+    "Distribution",
+    "LoadPlan",
+    "PointResult",
+    "PointSummary",
+    "PromptSpec",
+    "RequestRecord",
+    "Slo",
+    "arrival_offsets",
+    "calibrate",
+    "format_compare",
+    "format_point",
+    "load_run",
+    "read_prompt_file",
+    "run_bench",
+    "summarize",
+    "write_outputs",
+]

@@ -1,0 +1,415 @@
+"""Per-request bench records in, statistics out (pure: no I/O, no clock).
+
+A :class:`RequestRecord` holds what one request did as raw
+``time.perf_counter_ns()`` stamps plus the server's own counts. Everything
+the report shows is derived here from those stamps, with the formulas in
+:data:`FORMULAS` (they are also written into ``run.json``).
+
+Two rules keep the numbers honest:
+
+- Tokens are counted by the server (Ollama ``eval_count``, OpenAI
+  ``usage.completion_tokens``), never by chunks: a chunk may hold several
+  tokens. Gaps between chunks are reported as ICL (inter-*chunk* latency).
+- Latency is also measured from the *scheduled* send time, so requests that
+  waited in the client's queue are not flattered (coordinated omission).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
+
+from ..errors import ConfigError
+
+__all__ = [
+    "FORMULAS",
+    "LATENCY_METRICS",
+    "PERCENTILES",
+    "DERIVED_METRICS",
+    "Distribution",
+    "PointSummary",
+    "RequestRecord",
+    "Slo",
+    "derive",
+    "distribution",
+    "percentile",
+    "summarize",
+]
+
+NS_PER_MS = 1_000_000
+NS_PER_S = 1_000_000_000
+PERCENTILES = (50, 90, 95, 99)
+
+FORMULAS: Dict[str, str] = {
+    "ttft_ms": "first_token - sent; first chunk with any generated text "
+               "(content, thinking or a tool call)",
+    "ttfc_ms": "first_content - sent; first chunk with visible content",
+    "ttfb_ms": "headers - sent (status line received)",
+    "tpot_ms": "(last_token - first_token) / (eval_count - k), eval_count from the server, "
+               "k = eval_count / text chunks (tokens in the first chunk; 1 when each chunk "
+               "holds one token, giving the usual eval_count - 1); eval_count <= 1 excluded",
+    "icl_ms": "gaps between consecutive text-bearing chunks, pooled over requests "
+              "(inter-CHUNK latency: one chunk may hold several tokens)",
+    "e2e_ms": "last_token - sent",
+    "queue_ms": "sent - scheduled (client-side wait before the request went out)",
+    "sched_e2e_ms": "last_token - scheduled (latency a user arriving on schedule sees; "
+                    "coordinated-omission-safe)",
+    "dispatch_ms": "client slip: (dispatched - scheduled) + (started - picked up by a worker)",
+    "tokens_per_chunk": "eval_count / text-bearing chunks",
+    "client_tps": "1000 / tpot_ms (client-measured decode rate per request)",
+    "eval_rate": "eval_count / eval_duration (server-reported decode rate, tok/s)",
+    "prompt_eval_rate": "prompt_eval_count / prompt_eval_duration (server, tok/s)",
+    "server_overhead_ms": "e2e_ms - total_duration (network, HTTP and client time)",
+    "window_s": "first scheduled send of the measured phase -> last request done",
+    "req_per_s": "successful requests / window_s",
+    "output_tok_per_s": "sum(eval_count) of successful requests / window_s",
+    "goodput_req_per_s": "successful requests meeting every SLO / window_s",
+    "achieved_rate": "(sent requests - 1) / (last sent - first sent)",
+    "concurrency_mean": "sum(done - sent) / window_s",
+    "lag_ms": "chunk received_ns - server _sent_ns (stamped emulator only): "
+              "the client's own timestamp error",
+    "client_cpu": "process CPU time / wall time of the measured phase, per process",
+}
+
+# Latency distributions every point reports, in display order.
+LATENCY_METRICS = ("ttft_ms", "ttfc_ms", "tpot_ms", "icl_ms", "e2e_ms",
+                   "queue_ms", "sched_e2e_ms")
+# Per-request values derive() returns, each summarized as a distribution.
+DERIVED_METRICS = ("ttft_ms", "ttfc_ms", "ttfb_ms", "tpot_ms", "e2e_ms", "queue_ms",
+                   "sched_e2e_ms", "dispatch_ms", "tokens_per_chunk", "client_tps",
+                   "eval_rate", "prompt_eval_rate", "load_ms", "server_overhead_ms")
+
+
+@dataclass
+class RequestRecord:
+    """What one bench request did. Stamps are ``perf_counter_ns()`` values.
+
+    ``scheduled_ns`` is when the request was meant to go out (open loop: the
+    precomputed schedule; closed loop: when a worker became free for it),
+    ``dispatched_ns`` when the load generator released it, ``picked_ns`` when
+    a worker thread took it up. The rest come from the stream's Timing.
+    ``chunk_ns`` are the arrival stamps of text-bearing chunks; ``lags_ns``
+    the per-chunk lags against a stamping emulator (empty otherwise).
+    """
+
+    index: int
+    scheduled_ns: int
+    dispatched_ns: int = 0
+    picked_ns: int = 0
+    warmup: bool = False
+    process: int = 0
+    started_ns: Optional[int] = None
+    sent_ns: Optional[int] = None
+    headers_ns: Optional[int] = None
+    first_byte_ns: Optional[int] = None
+    first_token_ns: Optional[int] = None
+    first_content_ns: Optional[int] = None
+    last_token_ns: Optional[int] = None
+    done_ns: Optional[int] = None
+    chunks: int = 0
+    coalesced: int = 0
+    chunk_ns: List[int] = field(default_factory=list)
+    lags_ns: List[int] = field(default_factory=list)
+    eval_count: Optional[int] = None
+    eval_duration: Optional[int] = None
+    prompt_eval_count: Optional[int] = None
+    prompt_eval_duration: Optional[int] = None
+    load_duration: Optional[int] = None
+    total_duration: Optional[int] = None
+    done_reason: Optional[str] = None
+    attempts: int = 0
+    error_type: Optional[str] = None
+    error: Optional[str] = None
+    status_code: Optional[int] = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error_type is None
+
+
+@dataclass(frozen=True)
+class Slo:
+    """Service-level objectives in ms; a request meets them when every set one holds."""
+
+    ttft: Optional[float] = None
+    tpot: Optional[float] = None
+    e2e: Optional[float] = None
+
+    @classmethod
+    def parse(cls, text: str) -> Slo:
+        """Parse ``ttft=MS,tpot=MS,e2e=MS`` (any subset). Raises ConfigError."""
+        values: Dict[str, float] = {}
+        for part in filter(None, (p.strip() for p in text.split(","))):
+            key, sep, value = part.partition("=")
+            key = key.strip().lower()
+            if not sep or key not in ("ttft", "tpot", "e2e"):
+                raise ConfigError(f"bad SLO {part!r}: use ttft=MS,tpot=MS,e2e=MS")
+            try:
+                values[key] = float(value)
+            except ValueError as exc:
+                raise ConfigError(f"bad SLO value {part!r}: not a number of ms") from exc
+            if values[key] <= 0:
+                raise ConfigError(f"bad SLO value {part!r}: must be > 0 ms")
+        if not values:
+            raise ConfigError("empty SLO: use ttft=MS,tpot=MS,e2e=MS")
+        return cls(**values)
+
+    def met(self, derived: Mapping[str, Any]) -> bool:
+        """True when the derived metrics of one successful request meet every SLO.
+
+        A request with one output token has no TPOT; it counts as 0 (vLLM's rule).
+        """
+        checks = (("ttft", "ttft_ms"), ("tpot", "tpot_ms"), ("e2e", "e2e_ms"))
+        for name, key in checks:
+            limit = getattr(self, name)
+            if limit is None:
+                continue
+            value = derived.get(key)
+            if value is None:
+                if key == "tpot_ms":
+                    continue
+                return False
+            if value > limit:
+                return False
+        return True
+
+    def as_dict(self) -> Dict[str, float]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+@dataclass
+class Distribution:
+    """Summary statistics of one metric (all None when ``count`` is 0)."""
+
+    count: int = 0
+    mean: Optional[float] = None
+    std: Optional[float] = None
+    min: Optional[float] = None
+    p50: Optional[float] = None
+    p90: Optional[float] = None
+    p95: Optional[float] = None
+    p99: Optional[float] = None
+    max: Optional[float] = None
+
+
+def percentile(ordered: Sequence[float], q: float) -> float:
+    """The q-th percentile (0..100) of sorted data, linear interpolation (numpy's default).
+
+    Raises ValueError on empty data.
+    """
+    if not ordered:
+        raise ValueError("percentile of no data")
+    pos = (len(ordered) - 1) * q / 100.0
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+def distribution(values: Iterable[Optional[float]]) -> Distribution:
+    """Count, mean, std (population), min, p50/p90/p95/p99 and max of the non-None values."""
+    data = sorted(v for v in values if v is not None)
+    if not data:
+        return Distribution()
+    n = len(data)
+    mean = math.fsum(data) / n
+    std = math.sqrt(math.fsum((v - mean) ** 2 for v in data) / n)
+    pct = {f"p{q}": percentile(data, q) for q in PERCENTILES}
+    return Distribution(count=n, mean=mean, std=std, min=data[0], max=data[-1], **pct)
+
+
+def _ms(later: Optional[int], earlier: Optional[int]) -> Optional[float]:
+    if later is None or earlier is None:
+        return None
+    return (later - earlier) / NS_PER_MS
+
+
+def _rate(count: Optional[int], duration_ns: Optional[int]) -> Optional[float]:
+    if not count or not duration_ns:
+        return None
+    return count * NS_PER_S / duration_ns
+
+
+def icl_gaps_ms(record: RequestRecord) -> List[float]:
+    """Gaps between consecutive text-bearing chunk arrivals of one request, in ms."""
+    stamps = record.chunk_ns
+    return [(b - a) / NS_PER_MS for a, b in zip(stamps, stamps[1:])]
+
+
+def _tpot_ms(r: RequestRecord) -> Optional[float]:
+    """Decode time per output token after the first chunk, from the server's count.
+
+    The first stamp marks the arrival of the whole first chunk, so the span
+    first -> last covers ``eval_count - tokens_in_first_chunk`` tokens. The
+    tokens in the first chunk are estimated as eval_count / text chunks;
+    with one token per chunk this is the usual (eval_count - 1).
+    """
+    if r.eval_count is None or r.first_token_ns is None or r.last_token_ns is None:
+        return None
+    per_chunk = r.eval_count / len(r.chunk_ns) if r.chunk_ns else 1.0
+    tokens = r.eval_count - max(1.0, per_chunk)
+    if tokens <= 0 or r.eval_count <= 1:
+        return None
+    return (r.last_token_ns - r.first_token_ns) / NS_PER_MS / tokens
+
+
+def derive(record: RequestRecord) -> Dict[str, Optional[float]]:
+    """The per-request metrics of :data:`FORMULAS` (None where they do not apply)."""
+    r = record
+    tpot = _tpot_ms(r)
+    e2e = _ms(r.last_token_ns, r.sent_ns)
+    started = r.started_ns if r.started_ns is not None else r.sent_ns
+    dispatch = None
+    if started is not None:
+        slip = max(0, r.dispatched_ns - r.scheduled_ns) if r.dispatched_ns else 0
+        dispatch = (slip + max(0, started - (r.picked_ns or started))) / NS_PER_MS
+    text_chunks = len(r.chunk_ns)
+    total_ms = r.total_duration / NS_PER_MS if r.total_duration else None
+    return {
+        "ttft_ms": _ms(r.first_token_ns, r.sent_ns),
+        "ttfc_ms": _ms(r.first_content_ns, r.sent_ns),
+        "ttfb_ms": _ms(r.headers_ns, r.sent_ns),
+        "tpot_ms": tpot,
+        "e2e_ms": e2e,
+        "queue_ms": _ms(r.sent_ns, r.scheduled_ns),
+        "sched_e2e_ms": _ms(r.last_token_ns, r.scheduled_ns),
+        "dispatch_ms": dispatch,
+        "tokens_per_chunk": (r.eval_count / text_chunks
+                             if r.eval_count is not None and text_chunks else None),
+        "client_tps": 1000.0 / tpot if tpot else None,
+        "eval_rate": _rate(r.eval_count, r.eval_duration),
+        "prompt_eval_rate": _rate(r.prompt_eval_count, r.prompt_eval_duration),
+        "load_ms": r.load_duration / NS_PER_MS if r.load_duration is not None else None,
+        "server_overhead_ms": e2e - total_ms if e2e is not None and total_ms else None,
+    }
+
+
+@dataclass
+class PointSummary:
+    """Statistics of one load point (one concurrency or one rate)."""
+
+    label: str
+    mode: str
+    concurrency: Optional[int]
+    rate: Optional[float]
+    requests: int
+    ok: int
+    failed: int
+    busy_503: int
+    errors: Dict[str, int]
+    warmup_excluded: int
+    window_s: float
+    req_per_s: float
+    output_tokens: int
+    output_tok_per_s: float
+    input_tok_per_s: float
+    goodput_req_per_s: Optional[float]
+    goodput_frac: Optional[float]
+    achieved_rate: Optional[float]
+    concurrency_mean: float
+    concurrency_peak: int
+    coalesced_frac: Optional[float]
+    client_cpu: Optional[float] = None
+    processes: int = 1
+    metrics: Dict[str, Distribution] = field(default_factory=dict)
+
+    def as_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+
+def _peak_concurrency(records: Sequence[RequestRecord]) -> int:
+    """Most requests in flight (sent → done) at any instant: a sweep over the intervals."""
+    events: List[tuple[int, int]] = []
+    for r in records:
+        end = r.done_ns or r.last_token_ns
+        if r.sent_ns is not None and end is not None:
+            events.append((r.sent_ns, 1))
+            events.append((end, -1))
+    events.sort(key=lambda e: (e[0], e[1]))  # ends before starts at the same instant
+    peak = level = 0
+    for _, step in events:
+        level += step
+        peak = max(peak, level)
+    return peak
+
+
+def _error_counts(records: Iterable[RequestRecord]) -> tuple[Dict[str, int], int]:
+    errors: Dict[str, int] = {}
+    busy = 0
+    for r in records:
+        if r.error_type is None:
+            continue
+        errors[r.error_type] = errors.get(r.error_type, 0) + 1
+        if r.status_code == 503:
+            busy += 1
+    return dict(sorted(errors.items())), busy
+
+
+def _achieved_rate(records: Sequence[RequestRecord]) -> Optional[float]:
+    sent = sorted(r.sent_ns for r in records if r.sent_ns is not None)
+    if len(sent) < 2 or sent[-1] == sent[0]:
+        return None
+    return (len(sent) - 1) * NS_PER_S / (sent[-1] - sent[0])
+
+
+def _window_ns(records: Sequence[RequestRecord], base_ns: Optional[int]) -> int:
+    start = base_ns if base_ns is not None else min(r.scheduled_ns for r in records)
+    ends = [r.done_ns or r.last_token_ns or r.sent_ns or r.scheduled_ns for r in records]
+    return max(1, max(ends) - start)
+
+
+def summarize(records: Sequence[RequestRecord], *, label: str, mode: str,
+              concurrency: Optional[int] = None, rate: Optional[float] = None,
+              base_ns: Optional[int] = None, slo: Optional[Slo] = None,
+              client_cpu: Optional[float] = None, processes: int = 1) -> PointSummary:
+    """Aggregate the records of one load point; warm-up records are left out.
+
+    ``base_ns`` is the start of the measured phase (the schedule's zero); it
+    defaults to the earliest scheduled time. Raises ValueError when no
+    measured record is given.
+    """
+    warm = sum(1 for r in records if r.warmup)
+    measured = [r for r in records if not r.warmup]
+    if not measured:
+        raise ValueError("no measured requests to summarize")
+    good = [r for r in measured if r.ok]
+    derived = [derive(r) for r in good]
+    window_ns = _window_ns(measured, base_ns)
+    window_s = window_ns / NS_PER_S
+    errors, busy = _error_counts(measured)
+    out_tokens = sum(r.eval_count or 0 for r in good)
+    in_tokens = sum(r.prompt_eval_count or 0 for r in good)
+    goodput = frac = None
+    if slo is not None:
+        met = sum(1 for d in derived if slo.met(d))
+        goodput, frac = met / window_s, (met / len(measured))
+    chunk_total = sum(len(r.chunk_ns) for r in good)
+    coalesced = sum(r.coalesced for r in good)
+    busy_ns = sum((r.done_ns or r.last_token_ns or r.sent_ns) - r.sent_ns
+                  for r in measured if r.sent_ns is not None)
+    metrics = _metric_distributions(good, derived)
+    return PointSummary(
+        label=label, mode=mode, concurrency=concurrency, rate=rate,
+        requests=len(measured), ok=len(good), failed=len(measured) - len(good),
+        busy_503=busy, errors=errors, warmup_excluded=warm, window_s=window_s,
+        req_per_s=len(good) / window_s, output_tokens=out_tokens,
+        output_tok_per_s=out_tokens / window_s, input_tok_per_s=in_tokens / window_s,
+        goodput_req_per_s=goodput, goodput_frac=frac,
+        achieved_rate=_achieved_rate(measured),
+        concurrency_mean=busy_ns / window_ns,
+        concurrency_peak=_peak_concurrency(measured),
+        coalesced_frac=coalesced / chunk_total if chunk_total else None,
+        client_cpu=client_cpu, processes=processes, metrics=metrics)
+
+
+def _metric_distributions(good: Sequence[RequestRecord],
+                          derived: Sequence[Mapping[str, Optional[float]]]
+                          ) -> Dict[str, Distribution]:
+    out = {name: distribution(d[name] for d in derived) for name in DERIVED_METRICS}
+    out["icl_ms"] = distribution(g for r in good for g in icl_gaps_ms(r))
+    lags = [lag / NS_PER_MS for r in good for lag in r.lags_ns]
+    if lags:
+        out["lag_ms"] = distribution(lags)
+    ordered = {k: out[k] for k in LATENCY_METRICS if k in out}
+    ordered.update({k: v for k, v in out.items() if k not in ordered})
+    return ordered

@@ -1,0 +1,176 @@
+"""PNG charts of a bench run (needs matplotlib: ``pip install 'streamkit[plot]'``).
+
+matplotlib is imported lazily, only when a chart is drawn, and only through
+its object API (``Figure`` + the Agg canvas): no pyplot, no global backend
+switch, so drawing charts never disturbs a host application's GUI.
+
+Charts:
+
+- ``load.png``: latency percentiles (TTFT, TPOT, E2E from send and from the
+  scheduled time) and throughput against concurrency or rate.
+- ``histograms.png``: TTFT, TPOT and ICL distributions per point.
+- ``timeline.png``: one bar per request of the last point: client queue,
+  time to first token, decode.
+- ``compare.png`` (``streamkit bench compare --out``): the load chart of
+  several runs overlaid.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+from ..errors import ConfigError
+from .metrics import NS_PER_MS, derive, icl_gaps_ms
+
+__all__ = ["available", "render_compare", "render_run"]
+
+MISSING = "charts need matplotlib: pip install 'streamkit[plot]'"
+TIMELINE_MAX_REQUESTS = 300
+_DPI = 110
+
+Series = Tuple[str, Sequence[Mapping[str, Any]]]  # (run name, point summary dicts)
+
+
+def available() -> bool:
+    """True when matplotlib can be imported."""
+    return importlib.util.find_spec("matplotlib") is not None
+
+
+def _figure(width: float, height: float) -> Any:
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError as exc:
+        raise ConfigError(MISSING) from exc
+    fig = Figure(figsize=(width, height), dpi=_DPI)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig: Any, path: str) -> str:
+    fig.tight_layout()
+    fig.savefig(path)
+    return path
+
+
+def _x_of(summary: Mapping[str, Any]) -> Optional[float]:
+    value = summary.get("rate") if summary.get("mode") == "open" else summary.get("concurrency")
+    return float(value) if value is not None else None
+
+
+def _stat(summary: Mapping[str, Any], metric: str, stat: str) -> Optional[float]:
+    value = summary.get("metrics", {}).get(metric, {}).get(stat)
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def _line(ax: Any, xs: List[Optional[float]], ys: List[Optional[float]], **style: Any) -> None:
+    pairs = [(x, y) for x, y in zip(xs, ys) if x is not None and y is not None]
+    if pairs:
+        ax.plot([p[0] for p in pairs], [p[1] for p in pairs], marker="o", **style)
+
+
+def _load_axes(axes: Any, name: str, summaries: Sequence[Mapping[str, Any]],
+               color: Optional[str], prefix: str) -> None:
+    xs = [_x_of(s) for s in summaries]
+    panels = (("ttft_ms", "TTFT (ms)"), ("tpot_ms", "TPOT (ms/token)"),
+              ("e2e_ms", "E2E (ms)"))
+    for ax, (metric, title) in zip(axes[:3], panels):
+        for stat, dash in (("p50", "-"), ("p90", "--"), ("p99", ":")):
+            _line(ax, xs, [_stat(s, metric, stat) for s in summaries], linestyle=dash,
+                  color=color, label=f"{prefix}{stat}")
+        if metric == "e2e_ms":
+            _line(ax, xs, [_stat(s, "sched_e2e_ms", "p99") for s in summaries],
+                  linestyle="-.", color=color or "crimson", label=f"{prefix}p99 from scheduled")
+        ax.set_title(title)
+    ax = axes[3]
+    _line(ax, xs, [s.get("output_tok_per_s") for s in summaries], color=color,
+          label=f"{prefix}output tok/s")
+    ax.set_title("throughput (output tokens/s)")
+
+
+def _load_figure(series: Sequence[Series]) -> Any:
+    fig = _figure(11, 7.5)
+    axes = [fig.add_subplot(2, 2, i + 1) for i in range(4)]
+    colors = [None] if len(series) == 1 else ["C0", "C1", "C2", "C3", "C4", "C5", "C6"]
+    for (name, summaries), color in zip(series, colors * len(series)):
+        prefix = f"{name} " if len(series) > 1 else ""
+        _load_axes(axes, name, summaries, color, prefix)
+    first = series[0][1][0] if series and series[0][1] else {}
+    xlabel = "offered rate (requests/s)" if first.get("mode") == "open" else "concurrency"
+    for ax in axes:
+        ax.set_xlabel(xlabel)
+        ax.grid(True, alpha=0.3)
+        ax.set_ylim(bottom=0)
+        ax.legend(fontsize=7)
+    return fig
+
+
+def render_compare(series: Sequence[Series], path: str) -> str:
+    """Overlay the load charts of several runs into ``path`` (PNG). Raises ConfigError
+    without matplotlib."""
+    return _save(_load_figure(series), path)
+
+
+def _histograms(points: Sequence[Any], path: str) -> str:
+    fig = _figure(12, 3.8)
+    panels = (("ttft_ms", "TTFT (ms)"), ("tpot_ms", "TPOT (ms/token)"),
+              ("icl_ms", "ICL: gaps between chunks (ms)"))
+    for i, (metric, title) in enumerate(panels):
+        ax = fig.add_subplot(1, 3, i + 1)
+        for point in points:
+            good = [r for r in point.records if r.ok and not r.warmup]
+            if metric == "icl_ms":
+                values = [g for r in good for g in icl_gaps_ms(r)]
+            else:
+                values = [v for v in (derive(r)[metric] for r in good) if v is not None]
+            if values:
+                ax.hist(values, bins=40, alpha=0.55, label=point.summary.label)
+        ax.set_title(title)
+        ax.set_ylabel("count")
+        ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def _timeline(point: Any, path: str) -> str:
+    records = sorted((r for r in point.records if not r.warmup and r.sent_ns is not None),
+                     key=lambda r: r.scheduled_ns)[:TIMELINE_MAX_REQUESTS]
+    fig = _figure(11, max(3.0, min(12.0, 0.05 * len(records) + 2.5)))
+    ax = fig.add_subplot(1, 1, 1)
+    base = point.base_ns
+    for y, r in enumerate(records):
+        segments = _segments(r, base)
+        for (start, end), color in zip(segments, ("0.7", "tab:orange", "tab:blue")):
+            if start is not None and end is not None and end >= start:
+                ax.barh(y, end - start, left=start, height=0.8, color=color, linewidth=0)
+        if not r.ok:
+            ax.plot([segments[0][1] or 0.0], [y], marker="x", color="red")
+    ax.set_xlabel("seconds from the start of the point")
+    ax.set_ylabel("request (in schedule order)")
+    ax.set_title(f"per-request timeline, {point.summary.label}: grey = waiting in the client "
+                 "(scheduled -> sent), orange = to first token, blue = decode")
+    ax.invert_yaxis()
+    return _save(fig, path)
+
+
+def _segments(r: Any, base: int) -> List[Tuple[Optional[float], Optional[float]]]:
+    def s(ns: Optional[int]) -> Optional[float]:
+        return None if ns is None else (ns - base) / NS_PER_MS / 1000.0
+
+    return [(s(r.scheduled_ns), s(r.sent_ns)), (s(r.sent_ns), s(r.first_token_ns)),
+            (s(r.first_token_ns), s(r.last_token_ns))]
+
+
+def render_run(run: Any, out_dir: str) -> List[str]:
+    """Draw load.png, histograms.png and timeline.png for a BenchRun into ``out_dir``.
+
+    Returns the paths written. Raises ConfigError without matplotlib.
+    """
+    summaries: List[Dict[str, Any]] = [p.summary.as_dict() for p in run.points]
+    if not summaries:
+        return []
+    paths = [_save(_load_figure([("run", summaries)]), os.path.join(out_dir, "load.png")),
+             _histograms(run.points, os.path.join(out_dir, "histograms.png")),
+             _timeline(run.points[-1], os.path.join(out_dir, "timeline.png"))]
+    return paths

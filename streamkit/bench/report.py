@@ -1,0 +1,352 @@
+"""Bench output: console tables, run.json, requests.jsonl, summary.csv, compare.
+
+File formats (stable; ``summary.csv`` columns are :data:`SUMMARY_COLUMNS`):
+
+- ``run.json``: ``{"schema", "streamkit", "started_at", "duration_s",
+  "config", "environment", "model_load", "formulas", "points": [{"summary",
+  "calibration", "warnings"}]}``.
+- ``requests.jsonl``: one object per request (warm-up included, flagged):
+  stamps in ms from the point's schedule zero, derived metrics, server
+  counts, errors, and ``chunk_ms`` (text-chunk arrivals in ms after ``sent``).
+- ``summary.csv``: one row per load point.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import platform
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+
+from .._version import __version__
+from ..errors import ConfigError, StreamkitError
+from .metrics import FORMULAS, LATENCY_METRICS, NS_PER_MS, Distribution, derive
+
+__all__ = [
+    "RUN_SCHEMA",
+    "SUMMARY_COLUMNS",
+    "environment",
+    "format_compare",
+    "format_point",
+    "load_run",
+    "request_rows",
+    "run_dict",
+    "summary_row",
+    "write_outputs",
+]
+
+RUN_SCHEMA = "streamkit-bench/1"
+_STATS = ("count", "mean", "p50", "p90", "p95", "p99", "max")
+SUMMARY_COLUMNS: Tuple[str, ...] = (
+    "label", "mode", "concurrency", "rate", "processes", "requests", "ok", "failed",
+    "busy_503", "warmup_excluded", "window_s", "req_per_s", "output_tok_per_s",
+    "input_tok_per_s", "goodput_req_per_s", "goodput_frac", "achieved_rate",
+    "concurrency_mean", "concurrency_peak",
+    *(f"{m}_{s}" for m in LATENCY_METRICS for s in _STATS),
+    "eval_rate_mean", "prompt_eval_rate_mean", "client_tps_mean", "tokens_per_chunk_mean",
+    "load_ms_mean", "dispatch_ms_p99", "client_cpu", "coalesced_frac",
+    "floor_lag_ms_p50", "floor_lag_ms_p99", "floor_ttft_ms_p50", "warnings",
+)
+_STAMPS = ("scheduled_ns", "dispatched_ns", "picked_ns", "started_ns", "sent_ns",
+           "headers_ns", "first_byte_ns", "first_token_ns", "first_content_ns",
+           "last_token_ns", "done_ns")
+_SERVER = ("eval_count", "eval_duration", "prompt_eval_count", "prompt_eval_duration",
+           "load_duration", "total_duration")
+_DISPLAY = {"ttft_ms": "TTFT", "ttfc_ms": "TTFC", "tpot_ms": "TPOT", "icl_ms": "ICL (chunks)",
+            "e2e_ms": "E2E (from send)", "queue_ms": "queue (sched->sent)",
+            "sched_e2e_ms": "E2E (from sched)"}
+
+
+# --- environment ------------------------------------------------------------------
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _memory_bytes() -> Optional[int]:
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _server_version(config: Any, host: str) -> Optional[str]:
+    from ..client import Client
+
+    try:
+        with Client(host, dialect=config.dialect, timeouts=config.timeouts) as client:
+            return client.version()
+    except StreamkitError:
+        return None
+
+
+def environment(config: Any, host: str) -> Dict[str, Any]:
+    """Where the run happened: CPU, memory, OS, Python, streamkit, server version, model."""
+    from .target import host_label
+
+    return {
+        "cpu": _cpu_name(), "cpu_count": os.cpu_count(), "memory_bytes": _memory_bytes(),
+        "os": platform.platform(), "python": f"{platform.python_implementation()} "
+                                            f"{platform.python_version()}",
+        "streamkit": __version__, "server_version": _server_version(config, host),
+        "host": host_label(host) if config.host != "builtin" else "builtin emulator",
+        "dialect": config.dialect, "model": config.model,
+        "clock": "time.perf_counter_ns (monotonic, system-wide)",
+    }
+
+
+# --- per-request rows and summaries ------------------------------------------------------
+
+
+def _rel_ms(value: Optional[int], base: int) -> Optional[float]:
+    return None if value is None else round((value - base) / NS_PER_MS, 3)
+
+
+def _round(value: Optional[float], digits: int = 3) -> Optional[float]:
+    return None if value is None else round(value, digits)
+
+
+def request_rows(point: Any) -> Iterator[Dict[str, Any]]:
+    """The requests.jsonl rows of one point (stamps in ms from its schedule zero)."""
+    label, base = point.summary.label, point.base_ns
+    for r in sorted(point.records, key=lambda rec: (rec.warmup is False, rec.scheduled_ns)):
+        row: Dict[str, Any] = {"point": label, "index": r.index, "warmup": r.warmup,
+                               "process": r.process, "ok": r.ok}
+        for name in _STAMPS:
+            row[name[:-3] + "_ms"] = _rel_ms(getattr(r, name), base)
+        row.update({k: _round(v) for k, v in derive(r).items()})
+        row.update({k: getattr(r, k) for k in _SERVER})
+        row.update(chunks=r.chunks, text_chunks=len(r.chunk_ns), coalesced=r.coalesced,
+                   done_reason=r.done_reason, attempts=r.attempts,
+                   error_type=r.error_type, error=r.error, status_code=r.status_code)
+        sent = r.sent_ns if r.sent_ns is not None else base
+        row["chunk_ms"] = [round((t - sent) / NS_PER_MS, 3) for t in r.chunk_ns]
+        if r.lags_ns:
+            row["lag_ms_max"] = round(max(r.lags_ns) / NS_PER_MS, 3)
+        yield row
+
+
+def _dist(d: Optional[Distribution], stat: str) -> Optional[float]:
+    if d is None:
+        return None
+    value = getattr(d, stat)
+    return value if value is None or isinstance(value, int) else round(value, 4)
+
+
+def summary_row(point: Any) -> Dict[str, Any]:
+    """One summary.csv row (keys exactly SUMMARY_COLUMNS)."""
+    s, cal = point.summary, point.calibration
+    m = s.metrics
+    row: Dict[str, Any] = {k: getattr(s, k) for k in SUMMARY_COLUMNS if hasattr(s, k)}
+    for name in LATENCY_METRICS:
+        for stat in _STATS:
+            row[f"{name}_{stat}"] = _dist(m.get(name), stat)
+    for name in ("eval_rate", "prompt_eval_rate", "client_tps", "tokens_per_chunk", "load_ms"):
+        row[f"{name}_mean"] = _dist(m.get(name), "mean")
+    row["dispatch_ms_p99"] = _dist(m.get("dispatch_ms"), "p99")
+    row["floor_lag_ms_p50"] = _dist(cal.lag_ms, "p50") if cal else None
+    row["floor_lag_ms_p99"] = _dist(cal.lag_ms, "p99") if cal else None
+    row["floor_ttft_ms_p50"] = _dist(cal.ttft_ms, "p50") if cal else None
+    row["warnings"] = len(point.warnings)
+    return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in
+            ((k, row.get(k)) for k in SUMMARY_COLUMNS)}
+
+
+def run_dict(run: Any) -> Dict[str, Any]:
+    """The content of run.json."""
+    return {
+        "schema": RUN_SCHEMA, "streamkit": __version__, "started_at": run.started_at,
+        "duration_s": round(run.duration_s, 3), "config": run.config.as_dict(),
+        "environment": run.environment, "model_load": run.model_load, "formulas": FORMULAS,
+        "points": [{"summary": p.summary.as_dict(),
+                    "calibration": p.calibration.as_dict() if p.calibration else None,
+                    "warnings": list(p.warnings)} for p in run.points],
+    }
+
+
+def write_outputs(run: Any, out_dir: str, *, plots: bool = True) -> List[str]:
+    """Write run.json, requests.jsonl, summary.csv (and charts) into ``out_dir``.
+
+    Charts need matplotlib (``pip install 'streamkit[plot]'``); without it
+    they are skipped and the returned list says so by their absence.
+    Returns the paths written. Raises ConfigError when the directory
+    cannot be created or written.
+    """
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+        paths = [_write_json(run, out_dir), _write_requests(run, out_dir),
+                 _write_csv(run, out_dir)]
+    except OSError as exc:
+        raise ConfigError(f"cannot write bench output to {out_dir!r}: {exc}") from exc
+    if plots:
+        from .plot import available, render_run
+
+        if available():
+            paths.extend(render_run(run, out_dir))
+    return paths
+
+
+def _write_json(run: Any, out_dir: str) -> str:
+    path = os.path.join(out_dir, "run.json")
+    with open(path, "w", encoding="utf-8") as fh:
+        json.dump(run_dict(run), fh, indent=2, default=str)
+        fh.write("\n")
+    return path
+
+
+def _write_requests(run: Any, out_dir: str) -> str:
+    path = os.path.join(out_dir, "requests.jsonl")
+    with open(path, "w", encoding="utf-8") as fh:
+        for point in run.points:
+            for row in request_rows(point):
+                fh.write(json.dumps(row, separators=(",", ":")) + "\n")
+    return path
+
+
+def _write_csv(run: Any, out_dir: str) -> str:
+    path = os.path.join(out_dir, "summary.csv")
+    with open(path, "w", encoding="utf-8", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(SUMMARY_COLUMNS))
+        writer.writeheader()
+        for point in run.points:
+            writer.writerow(summary_row(point))
+    return path
+
+
+# --- console -----------------------------------------------------------------------
+
+
+def _fmt(value: Optional[float], digits: int = 1) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _metric_table(metrics: Mapping[str, Distribution]) -> List[str]:
+    head = f"  {'metric (ms)':<20}{'count':>7}" + "".join(
+        f"{s:>9}" for s in ("mean", "p50", "p90", "p95", "p99", "max"))
+    lines = [head]
+    for name in LATENCY_METRICS:
+        d = metrics.get(name)
+        if d is None or d.count == 0:
+            continue
+        lines.append(f"  {_DISPLAY[name]:<20}{d.count:>7}" + "".join(
+            f"{_fmt(getattr(d, s)):>9}" for s in ("mean", "p50", "p90", "p95", "p99", "max")))
+    return lines
+
+
+def format_point(point: Any) -> str:
+    """The console block of one load point: header, throughput, table, floor, health."""
+    s, m = point.summary, point.summary.metrics
+    errors = ", ".join(f"{k} {v}" for k, v in s.errors.items())
+    lines = [f"== {s.label} · {s.requests} requests ({s.ok} ok, {s.failed} failed"
+             + (f": {errors}" if errors else "") + f") · {s.window_s:.2f} s"
+             + (f" · {s.processes} processes" if s.processes > 1 else "") + " =="]
+    good = ""
+    if s.goodput_req_per_s is not None:
+        good = f" · goodput {s.goodput_req_per_s:.2f} req/s ({s.goodput_frac:.0%} meet the SLO)"
+    lines.append(f"  throughput: {s.req_per_s:.2f} req/s · {s.output_tok_per_s:.1f} output tok/s"
+                 f" · concurrency mean {s.concurrency_mean:.1f}, peak {s.concurrency_peak}"
+                 + good)
+    if s.achieved_rate is not None and s.rate is not None:
+        lines.append(f"  send rate: {s.achieved_rate:.2f}/s achieved of {s.rate:g}/s target")
+    lines.append(f"  decode rate: server eval {_fmt(m['eval_rate'].mean)} tok/s · client "
+                 f"{_fmt(m['client_tps'].mean)} tok/s (1000/TPOT) · prompt eval "
+                 f"{_fmt(m['prompt_eval_rate'].mean)} tok/s · "
+                 f"{_fmt(m['tokens_per_chunk'].mean, 2)} tokens/chunk")
+    lines.extend(_metric_table(m))
+    if point.calibration is not None:
+        lines.append("  " + point.calibration.sentence())
+    cpu = "-" if s.client_cpu is None else f"{s.client_cpu:.0%}"
+    coalesced = "-" if s.coalesced_frac is None else f"{s.coalesced_frac:.1%}"
+    lines.append(f"  health: client CPU {cpu} of a core · dispatch delay p50 "
+                 f"{_fmt(m['dispatch_ms'].p50, 2)} / p99 {_fmt(m['dispatch_ms'].p99, 2)} ms · "
+                 f"coalesced chunks {coalesced}")
+    lines.extend(f"  WARNING: {w}" for w in point.warnings)
+    return "\n".join(lines)
+
+
+# --- compare -------------------------------------------------------------------------
+
+
+def load_run(path: str) -> Dict[str, Any]:
+    """Read a run.json (``path`` is the file or the --out directory that holds it).
+
+    Raises ConfigError when it is missing or not a streamkit bench run.
+    """
+    file = os.path.join(path, "run.json") if os.path.isdir(path) else path
+    try:
+        with open(file, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read bench run {file!r}: {exc}") from exc
+    if not isinstance(data, dict) or data.get("schema") != RUN_SCHEMA:
+        raise ConfigError(f"{file!r} is not a streamkit bench run.json")
+    return data
+
+
+_COMPARE_COLUMNS = (
+    ("req/s", ("req_per_s",)), ("tok/s", ("output_tok_per_s",)),
+    ("TTFT p50", ("metrics", "ttft_ms", "p50")), ("TTFT p99", ("metrics", "ttft_ms", "p99")),
+    ("TPOT p50", ("metrics", "tpot_ms", "p50")), ("TPOT p99", ("metrics", "tpot_ms", "p99")),
+    ("E2E p50", ("metrics", "e2e_ms", "p50")),
+    ("sched E2E p99", ("metrics", "sched_e2e_ms", "p99")),
+    ("eval tok/s", ("metrics", "eval_rate", "mean")), ("failed", ("failed",)),
+)
+
+
+def _dig(data: Any, keys: Sequence[str]) -> Optional[float]:
+    for key in keys:
+        if not isinstance(data, dict):
+            return None
+        data = data.get(key)
+    return data if isinstance(data, (int, float)) else None
+
+
+def compare_rows(runs: Sequence[Tuple[str, Mapping[str, Any]]]) -> List[Dict[str, Any]]:
+    """One row per (point, run), points in first-seen order, runs side by side."""
+    by_point: Dict[str, List[Dict[str, Any]]] = {}
+    for name, data in runs:
+        for p in data.get("points", []):
+            s = p.get("summary", {})
+            row: Dict[str, Any] = {"point": s.get("label"), "run": name,
+                                   "model": data.get("config", {}).get("model")}
+            row.update({col: _dig(s, keys) for col, keys in _COMPARE_COLUMNS})
+            by_point.setdefault(str(s.get("label")), []).append(row)
+    return [row for rows in by_point.values() for row in rows]
+
+
+def format_compare(runs: Sequence[Tuple[str, Mapping[str, Any]]]) -> str:
+    """Runs side by side, one line per (point, run); latencies in ms.
+
+    For the same point in several runs, later runs show their TTFT/TPOT p50
+    and tok/s change against the first run.
+    """
+    rows = compare_rows(runs)
+    width = max([len(str(r["run"])) for r in rows] + [3])
+    head = f"{'point':<18}{'run':<{width + 2}}" + "".join(f"{c:>14}" for c, _ in _COMPARE_COLUMNS)
+    lines = [head]
+    first: Dict[str, Dict[str, Any]] = {}
+    for row in rows:
+        base = first.setdefault(str(row["point"]), row)
+        cells = "".join(f"{_fmt(row[c], 2):>14}" for c, _ in _COMPARE_COLUMNS)
+        lines.append(f"{row['point']!s:<18}{row['run']!s:<{width + 2}}{cells}")
+        if base is not row:
+            deltas = [_delta(col, row, base) for col in ("tok/s", "TTFT p50", "TPOT p50")]
+            lines.append(f"{'':<18}{'':<{width + 2}}  vs {base['run']}: " + ", ".join(deltas))
+    return "\n".join(lines)
+
+
+def _delta(col: str, row: Mapping[str, Any], base: Mapping[str, Any]) -> str:
+    a, b = base.get(col), row.get(col)
+    if not a or b is None:
+        return f"{col} -"
+    return f"{col} {100.0 * (b - a) / a:+.1f}%"
+

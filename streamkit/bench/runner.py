@@ -1,0 +1,421 @@
+"""One bench run: configuration, model load, calibration, each load point, health.
+
+:func:`run_bench` is the whole pipeline; it does no printing itself (pass
+``on_point`` to report as points finish). Everything it measures ends up
+in a :class:`BenchRun`, which :mod:`streamkit.bench.report` writes out.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import statistics
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple, Union
+
+from ..config import Timeouts
+from ..errors import ConfigError
+from .calibrate import Calibration, calibrate
+from .load import ARRIVALS, LoadPlan, RunOutcome, arrival_offsets, run_plan, run_sharded
+from .metrics import NS_PER_MS, PointSummary, RequestRecord, Slo, derive, summarize
+from .target import PromptSpec, Sender, SenderArgs, emulator_process, make_sender
+
+__all__ = [
+    "BUILTIN",
+    "BenchConfig",
+    "BenchRun",
+    "PointResult",
+    "builtin_emulator_config",
+    "health_warnings",
+    "run_bench",
+]
+
+BUILTIN = "builtin"
+DEFAULT_NUM_PREDICT = 64
+# Realistic pacing for `--host builtin`: a small local model on a laptop GPU.
+BUILTIN_TOKENS_PER_SECOND = 50.0
+BUILTIN_FIRST_TOKEN_DELAY = 0.3
+BUILTIN_PARALLEL = 4          # Ollama's usual OLLAMA_NUM_PARALLEL
+# Thresholds of benchmarking.md 5.5.
+DISPATCH_P99_LIMIT_MS = 5.0
+COALESCED_LIMIT = 0.05
+CPU_LIMIT = 0.85
+ACHIEVED_RATE_MIN = 0.95
+LAG_P99_LIMIT_MS = 5.0
+FEW_SAMPLES = 100
+GROWTH_LIMIT_MS = 50.0        # last third vs first third of the schedule
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """What to benchmark and how (validated; frozen; picklable).
+
+    Load: ``concurrency`` (closed loop, one point each) unless ``rates`` is
+    given (open loop, one point each, ``arrival`` constant or poisson,
+    optional ``max_concurrency``). Each point runs ``requests`` requests
+    and/or for ``duration`` seconds; when neither is set, ``max(10, 4 x
+    concurrency)`` requests (closed) or 10 s worth of arrivals (open).
+    ``warmup`` requests run at the same load first and are discarded.
+    ``host="builtin"`` benchmarks an emulator (``emulator``, default: 50
+    tok/s, 300 ms to the first token, 4 slots) started in a child process.
+    """
+
+    model: str
+    host: Optional[str] = None
+    dialect: str = "ollama"
+    concurrency: Tuple[int, ...] = (1,)
+    rates: Tuple[float, ...] = ()
+    arrival: str = "constant"
+    max_concurrency: Optional[int] = None
+    requests: Optional[int] = None
+    duration: Optional[float] = None
+    warmup: int = 0
+    prompts: Tuple[PromptSpec, ...] = ()
+    prompt_file: Optional[str] = None
+    prompt_words: int = 32
+    num_predict: Optional[int] = DEFAULT_NUM_PREDICT
+    options: Mapping[str, Any] = field(default_factory=dict)
+    think: Optional[Union[bool, str]] = None
+    slo: Optional[Slo] = None
+    seed: int = 0
+    processes: int = 1
+    calibrate: bool = True
+    load_model: bool = True
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    emulator: Any = None
+    emulator_in_process: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.model, str) or not self.model:
+            raise ConfigError("bench needs a model name (-m MODEL)")
+        object.__setattr__(self, "concurrency", tuple(self.concurrency))
+        object.__setattr__(self, "rates", tuple(float(r) for r in self.rates))
+        if not self.rates and (not self.concurrency or min(self.concurrency) < 1):
+            raise ConfigError(f"concurrency must be integers >= 1, got {self.concurrency!r}")
+        if any(not r > 0 for r in self.rates):
+            raise ConfigError(f"rate must be > 0 requests/s, got {self.rates!r}")
+        if self.arrival not in ARRIVALS:
+            raise ConfigError(f"arrival must be one of {ARRIVALS}, got {self.arrival!r}")
+        self._check_positive("max_concurrency", self.max_concurrency)
+        self._check_positive("requests", self.requests)
+        self._check_positive("processes", self.processes)
+        self._check_positive("prompt_words", self.prompt_words)
+        if self.duration is not None and not self.duration > 0:
+            raise ConfigError(f"duration must be > 0 seconds, got {self.duration!r}")
+        if self.warmup < 0:
+            raise ConfigError(f"warmup must be >= 0, got {self.warmup!r}")
+        if self.num_predict is not None and self.num_predict < 1:
+            raise ConfigError(f"num_predict must be >= 1, got {self.num_predict!r}")
+
+    @staticmethod
+    def _check_positive(name: str, value: Optional[int]) -> None:
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                  or value < 1):
+            raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
+
+    @property
+    def open_loop(self) -> bool:
+        return bool(self.rates)
+
+    def sender_args(self, host: str, pool_size: int) -> SenderArgs:
+        options = dict(self.options)
+        if self.num_predict is not None:
+            options["num_predict"] = self.num_predict
+        return SenderArgs(host=host, model=self.model, dialect=self.dialect,
+                          prompts=self.prompts, prompt_words=self.prompt_words,
+                          options=options, think=self.think, timeouts=self.timeouts,
+                          pool_size=pool_size, seed=self.seed)
+
+    def as_dict(self) -> Dict[str, Any]:
+        """The configuration for run.json (prompts summarized, never the API key)."""
+        return {
+            "model": self.model, "host": self.host, "dialect": self.dialect,
+            "mode": "open" if self.open_loop else "closed",
+            "concurrency": list(self.concurrency) if not self.open_loop else None,
+            "rates": list(self.rates) or None, "arrival": self.arrival,
+            "max_concurrency": self.max_concurrency, "requests": self.requests,
+            "duration": self.duration, "warmup": self.warmup,
+            "prompt_file": self.prompt_file, "prompts": len(self.prompts) or None,
+            "prompt_words": None if self.prompts else self.prompt_words,
+            "num_predict": self.num_predict, "options": dict(self.options),
+            "think": self.think, "slo": self.slo.as_dict() if self.slo else None,
+            "seed": self.seed, "processes": self.processes, "calibrate": self.calibrate,
+            "timeouts": {k: getattr(self.timeouts, k)
+                         for k in ("connect", "first_token", "idle", "total")},
+            "emulator": _emulator_dict(self.emulator) if self.host == BUILTIN else None,
+        }
+
+
+def _emulator_dict(config: Any) -> Optional[Dict[str, Any]]:
+    if config is None:
+        return None
+    keys = ("tokens_per_second", "first_token_delay", "load_time", "parallel",
+            "tokens_per_chunk", "max_queue")
+    return {k: getattr(config, k) for k in keys if hasattr(config, k)}
+
+
+@dataclass
+class PointResult:
+    """One load point: its summary, raw records (warm-up included, flagged), floor, warnings."""
+
+    summary: PointSummary
+    records: List[RequestRecord]
+    base_ns: int
+    calibration: Optional[Calibration] = None
+    warnings: List[str] = field(default_factory=list)
+
+
+@dataclass
+class BenchRun:
+    """A finished run: what was asked, where it ran, and what each point measured."""
+
+    config: BenchConfig
+    points: List[PointResult]
+    environment: Dict[str, Any]
+    model_load: Dict[str, Any]
+    started_at: str
+    duration_s: float
+
+
+def builtin_emulator_config(config: BenchConfig) -> Any:
+    """The emulator `--host builtin` benchmarks (config.emulator, or realistic defaults)."""
+    from ..emulator import EmulatorConfig
+
+    if config.emulator is not None:
+        return config.emulator
+    # Long natural replies so --num-predict decides the length, as with ignore-EOS.
+    return EmulatorConfig(models=(config.model,), tokens_per_second=BUILTIN_TOKENS_PER_SECOND,
+                          first_token_delay=BUILTIN_FIRST_TOKEN_DELAY,
+                          parallel=BUILTIN_PARALLEL, response_tokens=(4096, 4096))
+
+
+@contextlib.contextmanager
+def _server(config: BenchConfig) -> Iterator[Tuple[str, Any]]:
+    if config.host != BUILTIN:
+        yield (config.host or "", None)
+        return
+    emulator = builtin_emulator_config(config)
+    with emulator_process(emulator, in_process=config.emulator_in_process) as url:
+        yield (url, emulator)
+
+
+def plans(config: BenchConfig) -> List[Tuple[str, LoadPlan]]:
+    """The load points of a run, labelled, each with its precomputed schedule."""
+    out: List[Tuple[str, LoadPlan]] = []
+    if config.open_loop:
+        for i, rate in enumerate(config.rates):
+            count = config.requests
+            if count is None and config.duration is None:
+                count = max(10, math.ceil(rate * 10))
+            offsets = arrival_offsets(rate, config.arrival, count=count,
+                                      duration=config.duration, seed=config.seed + i)
+            plan = LoadPlan(rate=rate, max_concurrency=config.max_concurrency,
+                            requests=count, duration=config.duration, offsets=tuple(offsets))
+            out.append((f"rate {rate:g}/s", plan))
+        return out
+    for conc in config.concurrency:
+        count = config.requests
+        if count is None and config.duration is None:
+            count = max(10, 4 * conc)
+        out.append((f"concurrency {conc}",
+                    LoadPlan(concurrency=conc, requests=count, duration=config.duration)))
+    return out
+
+
+def _streams(plan: LoadPlan) -> int:
+    if plan.open_loop:
+        return plan.max_concurrency or min(len(plan.offsets), 512)
+    return plan.concurrency
+
+
+def _warmup_plan(plan: LoadPlan, count: int) -> LoadPlan:
+    if plan.open_loop:
+        return replace(plan, offsets=plan.offsets[:count], indices=(),
+                       first_index=-count, warmup=True)
+    return replace(plan, requests=count, duration=None, first_index=-count, warmup=True)
+
+
+def _run_phase(config: BenchConfig, host: str, plan: LoadPlan, stop: threading.Event,
+               *, shard: bool) -> RunOutcome:
+    """Run ``plan`` through a fresh Sender, or over config.processes shard processes."""
+    args = config.sender_args(host, _streams(plan))
+    if shard and config.processes > 1:
+        return run_sharded(make_sender, args, plan, config.processes)
+    with Sender(args) as sender:
+        try:
+            return run_plan(sender.send, plan, stop=stop)
+        except BaseException:
+            stop.set()
+            sender.cancel_all()
+            raise
+
+
+def _calibration_tps(config: BenchConfig, emulator: Any,
+                     warm: List[RequestRecord]) -> float:
+    """Calibrate at the server's pace: the emulator's, else the warm-up's, else 50 tok/s."""
+    paced = float(getattr(emulator, "tokens_per_second", 0.0) or 0.0)
+    if paced > 0:
+        return paced
+    rates = [v for v in (derive(r).get("client_tps") for r in warm if r.ok) if v]
+    return float(statistics.median(rates)) if rates else BUILTIN_TOKENS_PER_SECOND
+
+
+def load_model(config: BenchConfig, host: str) -> Dict[str, Any]:
+    """Load the model before measuring (Ollama: the empty-prompt request; OpenAI: one token).
+
+    Returns ``{"wall_ms", "server_load_ms"}``. Raises what a stream raises
+    (e.g. ModelNotFound).
+    """
+    from ..client import Client
+
+    with Client(host, dialect=config.dialect, timeouts=config.timeouts) as client:
+        t0 = time.perf_counter_ns()
+        if config.dialect == "ollama":
+            result = client.load(config.model)
+        else:
+            stream = client.generate(config.model, "hi", options={"num_predict": 1})
+            with stream:
+                result = stream.result()
+            if result.error is not None:
+                raise result.error
+        wall = (time.perf_counter_ns() - t0) / NS_PER_MS
+    load_ns = result.stats.load_duration
+    return {"wall_ms": wall, "server_load_ms": load_ns / NS_PER_MS if load_ns else None}
+
+
+def run_bench(config: BenchConfig, *,
+              on_point: Optional[Callable[[PointResult], None]] = None,
+              on_status: Optional[Callable[[str], None]] = None,
+              stop: Optional[threading.Event] = None) -> BenchRun:
+    """Run every load point of ``config`` and return the measurements.
+
+    Blocks for the whole run. ``on_point`` is called as each point
+    finishes; ``on_status`` with short progress notes. Setting ``stop``
+    (or Ctrl-C) ends the current point early; KeyboardInterrupt propagates.
+
+    Raises:
+        ConfigError: bad configuration or prompt file.
+        StreamkitError: the server cannot be reached or lacks the model
+            (from the model-load step), or a shard process failed.
+    """
+    from .report import environment
+
+    stop = stop or threading.Event()
+    status = on_status or (lambda _msg: None)
+    started_at = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    t0 = time.perf_counter()
+    with _server(config) as (host, emulator):
+        env = environment(config, host)
+        loaded: Dict[str, Any] = {}
+        if config.load_model:
+            status(f"loading {config.model} ...")
+            loaded = load_model(config, host)
+        results = []
+        for label, plan in plans(config):
+            result = _run_point(config, host, emulator, label, plan, stop, status)
+            results.append(result)
+            if on_point is not None:
+                on_point(result)
+            if stop.is_set():
+                break
+    return BenchRun(config=config, points=results, environment=env, model_load=loaded,
+                    started_at=started_at, duration_s=time.perf_counter() - t0)
+
+
+def _run_point(config: BenchConfig, host: str, emulator: Any, label: str, plan: LoadPlan,
+               stop: threading.Event, status: Callable[[str], None]) -> PointResult:
+    warm: List[RequestRecord] = []
+    if config.warmup:
+        status(f"{label}: warming up ({config.warmup} requests) ...")
+        warm = _run_phase(config, host, _warmup_plan(plan, config.warmup), stop,
+                          shard=False).records
+    calibration = None
+    if config.calibrate:
+        status(f"{label}: calibrating the client floor at this load ...")
+        calibration = calibrate(plan, tokens_per_second=_calibration_tps(config, emulator, warm),
+                                processes=config.processes, timeouts=config.timeouts,
+                                in_process=config.emulator_in_process)
+    status(f"{label}: measuring ...")
+    outcome = _run_phase(config, host, plan, stop, shard=True)
+    summary = summarize(warm + outcome.records, label=label,
+                        mode="open" if plan.open_loop else "closed",
+                        concurrency=None if plan.open_loop else plan.concurrency,
+                        rate=plan.rate, base_ns=outcome.base_ns, slo=config.slo,
+                        client_cpu=max(outcome.cpu_share) if outcome.cpu_share else None,
+                        processes=config.processes)
+    warnings = health_warnings(summary, outcome.records, calibration, plan)
+    return PointResult(summary=summary, records=warm + outcome.records,
+                       base_ns=outcome.base_ns, calibration=calibration, warnings=warnings)
+
+
+def health_warnings(summary: PointSummary, records: List[RequestRecord],
+                    calibration: Optional[Calibration], plan: LoadPlan) -> List[str]:
+    """Measurement-health warnings (benchmarking.md 5.5): is the client the bottleneck?"""
+    out: List[str] = []
+    m = summary.metrics
+    dispatch = m["dispatch_ms"].p99
+    if dispatch is not None and dispatch > DISPATCH_P99_LIMIT_MS:
+        out.append(f"client dispatch delay p99 {dispatch:.1f} ms > {DISPATCH_P99_LIMIT_MS:g} ms: "
+                   "the client slips its schedule (shard with --processes N)")
+    if summary.coalesced_frac is not None and summary.coalesced_frac > COALESCED_LIMIT:
+        out.append(f"{summary.coalesced_frac:.0%} of chunks arrived in the same read as the "
+                   "previous one: ICL percentiles are distorted (client too slow, or the "
+                   "server batches chunks)")
+    if summary.client_cpu is not None and summary.client_cpu > CPU_LIMIT:
+        out.append(f"client CPU {summary.client_cpu:.0%} of one core > {CPU_LIMIT:.0%}: "
+                   "the client may be the bottleneck (shard with --processes N)")
+    if calibration is not None and calibration.lag_ms.p99 is not None \
+            and calibration.lag_ms.p99 > LAG_P99_LIMIT_MS:
+        out.append(f"client floor ±{calibration.lag_ms.p99:.1f} ms p99 > "
+                   f"{LAG_P99_LIMIT_MS:g} ms at this load: shard with --processes N")
+    if summary.busy_503:
+        out.append(f"the server refused {summary.busy_503} request(s) with 503 (queue full): "
+                   "lower the load or raise OLLAMA_MAX_QUEUE")
+    out.extend(_saturation_warnings(summary, records, plan))
+    ttft_n = m["ttft_ms"].count
+    if 0 < ttft_n < FEW_SAMPLES:
+        out.append(f"only {ttft_n} samples: p99 is rough (aim for >= 1000 for a stable p99)")
+    return out
+
+
+def _saturation_warnings(summary: PointSummary, records: List[RequestRecord],
+                         plan: LoadPlan) -> List[str]:
+    if not plan.open_loop or plan.rate is None:
+        return []
+    out: List[str] = []
+    achieved = summary.achieved_rate
+    if achieved is not None and achieved < ACHIEVED_RATE_MIN * plan.rate:
+        out.append(f"achieved send rate {achieved:.2f}/s < {ACHIEVED_RATE_MIN:.0%} of the "
+                   f"target {plan.rate:g}/s")
+    m = summary.metrics
+    queue, sched, e2e = m["queue_ms"], m["sched_e2e_ms"], m["e2e_ms"]
+    ttft_growth = _growth_ms([r for r in records if r.ok], "ttft_ms")
+    if ttft_growth is not None and ttft_growth > GROWTH_LIMIT_MS:
+        out.append(f"TTFT grows by {ttft_growth:.0f} ms over the run: the server queues "
+                   "requests (offered rate above its capacity)")
+    if _queue_growing(records) and sched.p50 is not None and e2e.p50 is not None:
+        out.append(f"offered load exceeds capacity: requests waited {queue.p50:.0f} ms p50 "
+                   f"({queue.max:.0f} ms max) before being sent, and the wait grows; "
+                   f"E2E from the scheduled time (p50 {sched.p50:.0f} ms, p99 {sched.p99:.0f} ms) "
+                   f"is what arriving users see, not E2E from send (p50 {e2e.p50:.0f} ms)")
+    return out
+
+
+def _growth_ms(records: List[RequestRecord], metric: str) -> Optional[float]:
+    """Mean of ``metric`` over the last third of the schedule minus the first third's."""
+    values = sorted((r.scheduled_ns, v) for r in records if not r.warmup
+                    for v in (derive(r).get(metric),) if v is not None)
+    if len(values) < 6:
+        return None
+    third = len(values) // 3
+    first = statistics.mean(v for _, v in values[:third])
+    last = statistics.mean(v for _, v in values[-third:])
+    return last - first
+
+
+def _queue_growing(records: List[RequestRecord]) -> bool:
+    """True when the client-side wait clearly grows over the run (a queue building up)."""
+    growth = _growth_ms(records, "queue_ms")
+    return growth is not None and growth > GROWTH_LIMIT_MS

@@ -1,0 +1,424 @@
+"""Client and Conversation: the front door that builds Streams.
+
+A :class:`Client` holds what every request to one server shares: the base
+URL, the wire dialect, timeouts, retry policy, headers and the API key, and
+one :class:`~streamkit.transport.Transport` (a connection pool). It validates
+arguments, builds a request record, and hands it to a
+:class:`~streamkit.stream.Stream`, which does the I/O on its own worker
+thread. A Client is thread-safe: its settings never change after
+construction and the transport is thread-safe.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Union
+
+from . import _json
+from .config import RetryPolicy, Secret, Timeouts, api_key_from_env, parse_host
+from .errors import ConfigError, ConnectError, ResponseError, ServerStreamError, StreamTimeout
+from .records import ChatRequest, GenerateRequest, Request, ResponseCache, Result
+from .stream import FixedRoute, Route, Stream
+from .transport import CancelToken, Transport
+from .wire import Dialect, get_dialect
+from .wire.lines import LineFramer
+
+__all__ = ["Client", "Conversation"]
+
+INFO_TIMEOUT_S = 30.0  # /api/tags, /api/version: small replies, but the server may be busy
+PING_TIMEOUT_S = 5.0
+DEFAULT_TIMEOUTS = Timeouts()
+DEFAULT_RETRY = RetryPolicy()
+
+Message = Mapping[str, Any]
+
+
+def _check_model(model: object) -> str:
+    if not isinstance(model, str) or not model.strip():
+        raise ConfigError(f"model must be a non-empty string, got {model!r}")
+    return model
+
+
+def _check_messages(messages: object) -> List[Dict[str, Any]]:
+    if not isinstance(messages, (list, tuple)):
+        raise ConfigError(f"messages must be a list of {{'role', 'content'}} dicts, "
+                          f"got {type(messages).__name__}")
+    checked = []
+    for i, message in enumerate(messages):
+        if not isinstance(message, Mapping):
+            raise ConfigError(f"messages[{i}] must be a dict, got {type(message).__name__}")
+        if not isinstance(message.get("role"), str) or not message["role"]:
+            raise ConfigError(f"messages[{i}] needs a 'role' string (system, user, "
+                              f"assistant or tool)")
+        if not isinstance(message.get("content"), str):
+            raise ConfigError(f"messages[{i}] needs a 'content' string")
+        checked.append(dict(message))
+    return checked
+
+
+def _check_optional(name: str, value: object, types: Any, what: str) -> None:
+    if value is None:
+        return
+    # bool is an int: keep_alive=True must not pass as "1 second".
+    sneaky_bool = isinstance(value, bool) and bool not in _as_tuple(types)
+    if sneaky_bool or not isinstance(value, types):
+        raise ConfigError(f"{name} must be {what}, got {value!r}")
+
+
+def _as_tuple(types: Any) -> tuple[Any, ...]:
+    return types if isinstance(types, tuple) else (types,)
+
+
+def _check_common(options: object, format: object, think: object, keep_alive: object,
+                  id: object) -> None:
+    _check_optional("options", options, Mapping, "a dict of Ollama option names")
+    _check_optional("format", format, (str, Mapping), "'json' or a JSON-Schema dict")
+    _check_optional("think", think, (bool, str), "a bool or 'low'/'medium'/'high'")
+    _check_optional("keep_alive", keep_alive, (str, int, float),
+                    "a duration string like '5m' or seconds")
+    _check_optional("id", id, str, "a string")
+
+
+def _base_url(host: Optional[str], dialect: str) -> str:
+    base = parse_host(host)
+    if dialect == "openai" and not base.endswith("/v1"):
+        base += "/v1"  # the OpenAI paths are relative to .../v1
+    return base
+
+
+def _check_headers(headers: Optional[Mapping[str, str]]) -> Dict[str, str]:
+    if headers is None:
+        return {}
+    if not isinstance(headers, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in headers.items()):
+        raise ConfigError("headers must be a dict of str to str")
+    return dict(headers)
+
+
+def _check_api_key(api_key: Union[str, Secret, None]) -> Optional[Secret]:
+    if api_key is None:
+        return api_key_from_env()
+    if isinstance(api_key, Secret):
+        return api_key if api_key.reveal() else None
+    if not isinstance(api_key, str):
+        raise ConfigError("api_key must be a string")  # never echo the value
+    return Secret(api_key) if api_key else None
+
+
+def _check_size(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{name} must be an int >= 1, got {value!r}")
+    return value
+
+
+class Client:
+    """Streams chat and generate requests from one server.
+
+    Args:
+        host: base URL; None reads ``OLLAMA_HOST`` (ollama-python's rules,
+            default ``http://127.0.0.1:11434``). For ``dialect="openai"``,
+            ``http://h:8080`` and ``http://h:8080/v1`` both work.
+        dialect: ``"ollama"`` (``/api/*``) or ``"openai"`` (``/v1/*``).
+        timeouts, retry: per-stream defaults (see :class:`Timeouts`, :class:`RetryPolicy`).
+        headers: extra HTTP headers sent with every request.
+        api_key: sent as ``Authorization: Bearer``; None reads ``OLLAMA_API_KEY``.
+            Never shown in a repr, log line or error, and never sent to another
+            host after a redirect.
+        queue_size: chunks buffered per stream before the worker waits for the consumer.
+        cache: an optional response cache (``streamkit.SQLiteCache``).
+        pool_size: connections kept per host (match the number of concurrent streams).
+
+    Raises:
+        ConfigError: a bad argument (the message names it).
+    """
+
+    def __init__(self, host: Optional[str] = None, *, dialect: str = "ollama",
+                 timeouts: Timeouts = DEFAULT_TIMEOUTS, retry: RetryPolicy = DEFAULT_RETRY,
+                 headers: Optional[Mapping[str, str]] = None,
+                 api_key: Union[str, Secret, None] = None, queue_size: int = 256,
+                 cache: Optional[ResponseCache] = None, pool_size: int = 10) -> None:
+        self._dialect: Dialect = get_dialect(dialect)
+        self.host = _base_url(host, dialect)
+        if not isinstance(timeouts, Timeouts):
+            raise ConfigError("timeouts must be a streamkit.Timeouts")
+        if not isinstance(retry, RetryPolicy):
+            raise ConfigError("retry must be a streamkit.RetryPolicy")
+        self.timeouts = timeouts
+        self.retry = retry
+        self.queue_size = _check_size("queue_size", queue_size)
+        self.cache = cache
+        self.transport = Transport(pool_size=_check_size("pool_size", pool_size),
+                                   headers=_check_headers(headers),
+                                   api_key=_check_api_key(api_key))
+        self._lock = threading.Lock()
+        self._closed = False
+
+    @property
+    def dialect(self) -> str:
+        return self._dialect.name
+
+    def __repr__(self) -> str:
+        return f"Client(host={self.host!r}, dialect={self.dialect!r})"
+
+    # -- streaming ------------------------------------------------------------
+
+    def chat(self, model: str, messages: Sequence[Message], *,
+             options: Optional[Mapping[str, Any]] = None,
+             format: Optional[Union[str, Mapping[str, Any]]] = None,
+             think: Optional[Union[bool, str]] = None,
+             tools: Optional[Sequence[Mapping[str, Any]]] = None,
+             keep_alive: Optional[Union[str, float]] = None,
+             id: Optional[str] = None) -> Stream:
+        """Start a chat stream (``/api/chat`` or ``/v1/chat/completions``); returns at once.
+
+        Raises ConfigError for a bad argument; every other failure is
+        delivered through the returned Stream.
+        """
+        _check_common(options, format, think, keep_alive, id)
+        if tools is not None and not (isinstance(tools, (list, tuple)) and all(
+                isinstance(t, Mapping) for t in tools)):
+            raise ConfigError("tools must be a list of tool dicts")
+        request = ChatRequest(_check_model(model), _check_messages(messages), options=options,
+                              format=format, think=think, tools=tools, keep_alive=keep_alive,
+                              id=id)
+        return self.stream(request)
+
+    def generate(self, model: str, prompt: str, *, system: Optional[str] = None,
+                 options: Optional[Mapping[str, Any]] = None,
+                 format: Optional[Union[str, Mapping[str, Any]]] = None,
+                 think: Optional[Union[bool, str]] = None, raw: Optional[bool] = None,
+                 images: Optional[Sequence[str]] = None,
+                 keep_alive: Optional[Union[str, float]] = None,
+                 suffix: Optional[str] = None, id: Optional[str] = None) -> Stream:
+        """Start a generate stream (``/api/generate`` or ``/v1/completions``); returns at once.
+
+        Raises ConfigError for a bad argument.
+        """
+        _check_common(options, format, think, keep_alive, id)
+        if not isinstance(prompt, str):
+            raise ConfigError(f"prompt must be a string, got {type(prompt).__name__}")
+        _check_optional("system", system, str, "a string")
+        _check_optional("suffix", suffix, str, "a string")
+        _check_optional("raw", raw, bool, "a bool")
+        if images is not None and not (isinstance(images, (list, tuple)) and all(
+                isinstance(i, str) for i in images)):
+            raise ConfigError("images must be a list of base64 strings")
+        request = GenerateRequest(_check_model(model), prompt, system=system, options=options,
+                                  format=format, think=think, raw=raw, images=images,
+                                  keep_alive=keep_alive, suffix=suffix, id=id)
+        return self.stream(request)
+
+    def stream(self, request: Request) -> Stream:
+        """Start a stream for a ready-made ChatRequest or GenerateRequest."""
+        stream = self._new_stream(request)
+        stream._start()
+        return stream
+
+    def _new_stream(self, request: Request, route: Optional[Route] = None) -> Stream:
+        """A Stream for ``request``, not started (the Dispatcher runs it on its pool)."""
+        if not isinstance(request, (ChatRequest, GenerateRequest)):
+            raise ConfigError(f"request must be a ChatRequest or GenerateRequest, "
+                              f"got {type(request).__name__}")
+        self._check_open()
+        return Stream(request, dialect=self._dialect, transport=self.transport,
+                      route=route if route is not None else FixedRoute(self.host),
+                      timeouts=self.timeouts, retry=self.retry,
+                      queue_size=self.queue_size, cache=self.cache)
+
+    # -- management endpoints -----------------------------------------------
+
+    def models(self) -> List[Dict[str, Any]]:
+        """The models the server has: ``/api/tags`` entries, or ``/v1/models`` ``data``.
+
+        Raises ConnectError, StreamTimeout, ResponseError.
+        """
+        if self.dialect == "openai":
+            data = self._get_json("models")
+            return list(data.get("data", [])) if isinstance(data, dict) else []
+        data = self._get_json("api/tags")
+        return list(data.get("models", [])) if isinstance(data, dict) else []
+
+    def version(self) -> Optional[str]:
+        """The server's version string (``/api/version``); None for the openai dialect,
+        which has no version endpoint.
+
+        Raises ConnectError, StreamTimeout, ResponseError.
+        """
+        if self.dialect == "openai":
+            return None
+        data = self._get_json("api/version")
+        version = data.get("version") if isinstance(data, dict) else None
+        return version if isinstance(version, str) else None
+
+    def ping(self) -> bool:
+        """True if the server answers; False if it is unreachable, slow or erroring.
+
+        Never raises for an unreachable server; waits at most a few seconds.
+        """
+        path = "models" if self.dialect == "openai" else "api/version"
+        timeout = min(self.timeouts.connect or PING_TIMEOUT_S, PING_TIMEOUT_S)
+        try:
+            status, _ = self.transport.request_json("GET", self._url(path), timeout=timeout)
+        except (ConnectError, StreamTimeout, ResponseError):
+            return False
+        return 200 <= status < 300
+
+    def pull(self, model: str) -> Iterator[Dict[str, Any]]:
+        """Download a model; yields Ollama's progress records as they arrive.
+
+        Records look like ``{"status": "pulling 1a2b3c4d5e6f", "digest": ...,
+        "total": N, "completed": M}``; the last one is ``{"status": "success"}``.
+        Closing the iterator early closes the connection (Ollama keeps the
+        partial download). Waits at most ``timeouts.idle`` between records.
+
+        Raises:
+            ConnectError, StreamTimeout, ResponseError: before the first record.
+            ServerStreamError: the server reported an error mid-stream (e.g.
+                ``pull model manifest: file does not exist``).
+            StreamInterrupted: the connection was cut.
+        """
+        if self.dialect != "ollama":
+            raise ConfigError("pull needs dialect='ollama' (OpenAI servers cannot pull models)")
+        _check_model(model)
+        self._check_open()
+        return self._pull(model)
+
+    def _pull(self, model: str) -> Iterator[Dict[str, Any]]:
+        body = _json_bytes({"model": model, "stream": True})
+        response = self.transport.open(self._url("api/pull"), body, timeouts=self.timeouts,
+                                       cancel=CancelToken())
+        try:
+            if not 200 <= response.status < 300:
+                raise self._dialect.error_for_status(response.status, response.read_body(),
+                                                     response.headers, model)
+            framer = LineFramer()
+            while True:
+                data = response.read_some(self.timeouts.idle)
+                lines = framer.feed(data) if data else framer.flush()
+                for line in lines:
+                    record = _decode_record(line)
+                    if record.get("error"):
+                        raise ServerStreamError(f"pulling {model!r} failed: {record['error']}")
+                    yield record
+                if not data:
+                    return
+        finally:
+            response.close()
+
+    def load(self, model: str, keep_alive: Union[str, float] = "5m") -> Result:
+        """Load ``model`` into memory (the empty-prompt request) and keep it for ``keep_alive``.
+
+        Blocks until the server has loaded it. Returns the Result
+        (``done_reason == "load"`` on Ollama). Raises what a stream raises.
+        """
+        stream = self.generate(model, "", keep_alive=keep_alive)
+        with stream:
+            result = stream.result()
+        if result.error is not None:
+            raise result.error
+        return result
+
+    # -- lifecycle ------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the connection pool. Idempotent; running streams fail or finish."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self.transport.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- helpers --------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("this Client is closed")
+
+    def _url(self, path: str) -> str:
+        return f"{self.host}/{path}"
+
+    def _get_json(self, path: str) -> Any:
+        self._check_open()
+        status, data = self.transport.request_json("GET", self._url(path),
+                                                   timeout=INFO_TIMEOUT_S)
+        if not 200 <= status < 300:
+            body = data.encode("utf-8") if isinstance(data, str) else (
+                _json_bytes(data) if data is not None else b"")
+            raise self._dialect.error_for_status(status, body, {}, "")
+        return data
+
+
+def _json_bytes(value: Any) -> bytes:
+    import json
+    return json.dumps(value, separators=(",", ":")).encode("utf-8")
+
+
+def _decode_record(line: bytes) -> Dict[str, Any]:
+    from .errors import ProtocolError
+    try:
+        record = _json.loads(line)
+    except _json.DECODE_ERRORS as exc:
+        raise ProtocolError(f"undecodable progress record from the server: {exc}") from exc
+    if not isinstance(record, dict):
+        raise ProtocolError("a progress record from the server is not a JSON object")
+    return record
+
+
+class Conversation:
+    """A chat that remembers: each :meth:`ask` sends the history plus a new user turn.
+
+    The user turn and the assistant's reply are added to the history together
+    when the reply completes successfully; a failed or cancelled reply leaves
+    the history as it was, so the question can simply be asked again.
+    Thread-safe; concurrent asks each see the history as it was when they began.
+    """
+
+    def __init__(self, client: Client, model: str, *, system: Optional[str] = None,
+                 options: Optional[Mapping[str, Any]] = None) -> None:
+        _check_optional("system", system, str, "a string")
+        self.client = client
+        self.model = _check_model(model)
+        self.options = options
+        self._system = system
+        self._lock = threading.Lock()
+        self._history: List[Dict[str, Any]] = []
+
+    @property
+    def history(self) -> List[Dict[str, Any]]:
+        """A copy of the completed turns (without the system prompt)."""
+        with self._lock:
+            return [dict(m) for m in self._history]
+
+    def reset(self) -> None:
+        """Forget every turn."""
+        with self._lock:
+            self._history.clear()
+
+    def ask(self, text: str) -> Stream:
+        """Send ``text`` as the next user turn; returns the reply's Stream (started)."""
+        if not isinstance(text, str):
+            raise ConfigError(f"text must be a string, got {type(text).__name__}")
+        user = {"role": "user", "content": text}
+        with self._lock:
+            messages = list(self._history)
+        if self._system is not None:
+            messages.insert(0, {"role": "system", "content": self._system})
+        messages.append(user)
+        stream = self.client.chat(self.model, messages, options=self.options)
+        stream.add_done_callback(lambda result: self._record(user, result))
+        return stream
+
+    def _record(self, user: Dict[str, Any], result: Result) -> None:
+        if result.error is not None:
+            return
+        reply: Dict[str, Any] = {"role": "assistant", "content": result.text}
+        if result.tool_calls:
+            reply["tool_calls"] = list(result.tool_calls)
+        with self._lock:
+            self._history.extend([user, reply])

@@ -1,0 +1,79 @@
+"""An Ollama-faithful HTTP server for tests, demos and benchmarks.
+
+It speaks Ollama's native API (``GET|HEAD /``, ``/api/version``,
+``/api/tags``, ``/api/ps``, ``/api/show``, ``/api/chat``, ``/api/generate``,
+``/api/pull``) and its OpenAI-compatible endpoints (``/v1/chat/completions``,
+``/v1/completions``, ``/v1/models``) with the statuses, error strings, field
+order and framing of the protocol reference. Text is deterministic
+(:func:`expected` tells what a request will get). It imports only the stdlib
+and streamkit's config/errors, so it starts fast.
+
+Usage::
+
+    with Emulator(tokens_per_second=50, parallel=2) as emu:
+        emu.url                          # http://127.0.0.1:PORT
+        emu.wait_until(lambda c: c["completed"] >= 1, timeout=5)
+        emu.counters()                   # also GET /_emulator/counters
+
+Behaviour:
+
+- Pacing: the chunk with token ``i`` is due at ``start + first_token_delay +
+  i / tokens_per_second`` (absolute schedule, no drift); ``tokens_per_second
+  = 0`` streams unpaced, many chunks per socket write. A model's first use
+  waits ``load_time`` (reported as ``load_duration``, counted in ``loads``).
+- Concurrency: ``parallel`` slots per model, FIFO beyond them; when
+  ``max_queue`` requests already wait, a new one gets 503 ``server busy,
+  please try again.  maximum pending requests exceeded``.
+- A client that leaves (EOF or reset) is noticed at once, also while
+  queued, loading, in the first-token delay or in a stall: generation stops,
+  the slot is released and ``disconnects`` counts it.
+- Counters: ``requests``, ``inference``, ``chunks_sent`` (body lines/events
+  written), ``completed``, ``disconnects``, ``disconnects_waiting``,
+  ``busy_rejections``, ``in_flight``, ``waiting``, ``loads``, ``faults``
+  (kind → count), ``by_path``. ``POST /_emulator/reset`` zeroes them.
+
+Fault specs (``EmulatorConfig(faults=...)``, :meth:`Emulator.set_faults`,
+``streamkit emulate --fault SPEC``)::
+
+    SPEC   := FAULT (";" FAULT)*
+    FAULT  := KIND[":" ARG] ("," KEY "=" VALUE)*
+
+Kinds (mid-body kinds default to ``after=1``, counted in chunks sent):
+
+- ``refuse``: close the connection before any response byte.
+- ``reset``: reset it (RST, SO_LINGER 0) before any response byte.
+- ``status:CODE``: answer CODE with the endpoint's error body (503 uses the
+  server-busy text); options ``retry_after=SECONDS``,
+  ``retry_after_date=SECONDS`` (an HTTP date that far ahead), ``message=TEXT``.
+- ``cut,after=K``: close mid-body after K chunks, without the chunked terminator.
+- ``stall,after=K``: stop sending after K chunks; hold the connection until
+  the client leaves (counted as a disconnect).
+- ``error,after=K``: after K chunks an in-band ``{"error": ...}`` line, then a
+  clean end with no done chunk (``after=0``: a 200 whose only line is the
+  error, like servers before 0.12.6); option ``message=TEXT``. On /v1 an
+  empty-content chunk and a clean end without finish chunk or ``[DONE]``.
+- ``malformed,after=K``: one line that is not JSON after K chunks, then go on.
+- ``blank``: a blank line after every chunk.
+- ``nodone``: end the body cleanly without the done chunk (/v1: without ``[DONE]``).
+- ``slow_headers,delay=SECONDS``: wait (default 1 s) before the status line.
+
+With ``stream: false`` a ``cut`` closes without a reply, ``stall`` holds the
+connection, ``error`` answers 500; the other mid-body kinds change nothing.
+
+Triggers (all given must hold; none means every request): ``p=PROB``,
+``first=N`` (the first N matching requests), ``nth=N`` (only the Nth),
+``every=N``; ``model=NAME`` restricts a spec to one model. Only inference
+requests match; each spec counts the requests that match its model; the
+first spec that triggers wins (one fault per request). Example::
+
+    status:503,retry_after=2,first=2; cut,after=5,p=0.1; slow_headers,delay=3,model=demo
+"""
+
+from __future__ import annotations
+
+from ._emulator.faults import Fault, parse_faults
+from ._emulator.server import Emulator
+from ._emulator.settings import EmulatorConfig
+from ._emulator.text import Expected, expected
+
+__all__ = ["Emulator", "EmulatorConfig", "Expected", "Fault", "expected", "parse_faults"]

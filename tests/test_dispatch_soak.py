@@ -1,0 +1,102 @@
+"""Soak: 5,000 requests through 64 workers with ~10% random faults (slow; CI runs it).
+
+Every request must end exactly once, as a success with the right text or as
+a typed StreamkitError; nothing hangs; threads, sockets and RSS come back to
+their baseline after close().
+"""
+
+from __future__ import annotations
+
+import collections
+import gc
+import os
+import threading
+import time
+from typing import Dict, List
+
+import pytest
+
+from streamkit.config import RetryPolicy, Timeouts
+from streamkit.dispatch import Dispatcher
+from streamkit.emulator import Emulator, EmulatorConfig, expected
+from streamkit.errors import StreamkitError
+from streamkit.records import GenerateRequest, Result
+from streamkit.wire import get_dialect
+
+FAULTS = ("cut,after=3,p=0.02;stall,after=2,p=0.02;status:503,p=0.02;"
+          "error,after=1,p=0.02;malformed,after=2,p=0.02")
+REQUESTS = 5000
+WORKERS = 64
+RSS_TOLERANCE_MB = 40.0
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        pages = int(f.read().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _sockets() -> int:
+    fd_dir = "/proc/self/fd"
+    count = 0
+    for fd in os.listdir(fd_dir):
+        try:
+            count += os.readlink(os.path.join(fd_dir, fd)).startswith("socket:")
+        except OSError:
+            continue
+    return count
+
+
+def _request(i: int) -> GenerateRequest:
+    return GenerateRequest("demo", f"soak {i}", options={"num_predict": 12})
+
+
+def _run(d: Dispatcher, n: int, offset: int = 0) -> List[Result]:
+    return list(d.map((_request(offset + i) for i in range(n)), return_exceptions=True))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc (Linux)")
+def test_soak_every_request_ends_exactly_once_and_resources_come_back() -> None:
+    threads_before = threading.active_count()
+    sockets_before = _sockets()
+    config = EmulatorConfig(parallel=WORKERS, tokens_per_second=0, faults=FAULTS, seed=7)
+    # Tight idle timeout so stalls end quickly; quick backoff keeps the run short.
+    timeouts = Timeouts(connect=2.0, first_token=10.0, idle=0.5)
+    retry = RetryPolicy(attempts=3, backoff_base=0.02, backoff_max=0.2)
+    with Emulator(config) as emu:
+        with Dispatcher(host=emu.url, workers=WORKERS, timeouts=timeouts, retry=retry) as d:
+            _run(d, 500, offset=10**6)  # warm-up: pools, caches, allocator arenas
+            gc.collect()
+            rss_warm = _rss_mb()
+            started = time.monotonic()
+            results = _run(d, REQUESTS)
+            elapsed = time.monotonic() - started
+        counters = emu.counters()
+    gc.collect()
+    rss_after = _rss_mb()
+
+    ids = collections.Counter(r.id for r in results)
+    assert len(results) == REQUESTS and set(ids) == {str(i) for i in range(REQUESTS)}
+    assert max(ids.values()) == 1
+    kinds: Dict[str, int] = collections.Counter(
+        "ok" if r.ok else type(r.error).__name__ for r in results)
+    untyped = [r for r in results if r.error is not None
+               and not isinstance(r.error, StreamkitError)]
+    assert not untyped, f"untyped errors: {[repr(r.error) for r in untyped[:5]]}"
+    dialect = get_dialect("ollama")
+    wrong = [r.id for r in results if r.ok and r.text != expected(
+        "demo", dialect.generate(_request(int(r.id or 0)))[1], config).text]
+    assert not wrong
+    assert kinds["ok"] >= REQUESTS * 0.8, kinds
+    print(f"\nsoak: {REQUESTS} requests in {elapsed:.1f} s; outcomes {dict(kinds)}; "
+          f"faults fired {counters.get('faults')}; RSS {rss_warm:.0f} -> {rss_after:.0f} MB")
+
+    deadline = time.monotonic() + 5.0
+    while time.monotonic() < deadline and (threading.active_count() > threads_before
+                                           or _sockets() > sockets_before):
+        time.sleep(0.05)  # polling a condition with a deadline: sockets have no event
+    assert threading.active_count() <= threads_before
+    assert _sockets() <= sockets_before
+    assert rss_after - rss_warm < RSS_TOLERANCE_MB
