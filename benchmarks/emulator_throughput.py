@@ -6,6 +6,10 @@ body lines until the chunked terminator. Endpoints alternate run by run and
 the median of each is printed.
 
 Run:  python benchmarks/emulator_throughput.py [--tokens 200000] [--runs 5]
+
+Measured (2-core dev VM, Python 3.11, other jobs running): medians of
+310k-440k chunks/s per endpoint with the defaults, 680k-720k chunks/s with
+``--tokens 100000 --runs 3`` on a quieter moment; the target is >= 100k.
 """
 
 from __future__ import annotations

@@ -23,11 +23,13 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import shutil
+import sys
 import tempfile
-from dataclasses import dataclass
-from typing import IO, Any, Dict, Iterator, List, Mapping, NamedTuple, Optional, Union
+from dataclasses import dataclass, field
+from typing import IO, Any, Dict, Iterator, List, Mapping, NamedTuple, Optional, Set, Tuple, Union
 
 from . import _json
 from .errors import ConfigError
@@ -35,10 +37,13 @@ from .errors import ConfigError
 __all__ = [
     "FORMATS",
     "IdChecker",
+    "InputFile",
     "Problem",
     "PromptLine",
+    "Scan",
     "detect_format",
     "read_prompts",
+    "scan_prompts",
     "spool",
 ]
 
@@ -167,7 +172,7 @@ def _parse_jsonl(raw: bytes, number: int, name: str, default_model: Optional[str
     try:
         value = _json.loads(raw)
     except _json.DECODE_ERRORS as exc:
-        return Problem(name, number, f"malformed JSON ({_short(exc)}); each line must be "
+        return Problem(name, number, f"malformed JSON ({_json_error(exc)}); each line must be "
                                      "one JSON string or object")
     if isinstance(value, str):
         return _checked_model(PromptLine(number, str(number), prompt=value), name,
@@ -358,6 +363,59 @@ class IdChecker:
         return self._first_line
 
 
+@dataclass
+class Scan:
+    """The first pass over a prompt file: counts, ids, bad lines (capped), duplicates."""
+
+    prompts: int = 0                     # good lines (first occurrence of each id)
+    problems: List[Problem] = field(default_factory=list)
+    problem_count: int = 0
+    duplicate_lines: Set[int] = field(default_factory=set)
+    ids: IdChecker = field(default_factory=IdChecker)
+
+
+def scan_prompts(path: str, fmt: str, *, default_model: Optional[str], display: str,
+                 max_problems: int) -> Scan:
+    """Validate a whole file in one streaming pass, keeping only ids and problems.
+
+    Raises:
+        ConfigError: the file cannot be opened.
+    """
+    scan = Scan()
+    for item in read_prompts(path, fmt, default_model=default_model, display=display):
+        problem = item if isinstance(item, Problem) else scan.ids.check(item, display)
+        if problem is None:
+            scan.prompts += 1
+            continue
+        if not isinstance(item, Problem):
+            scan.duplicate_lines.add(item.line)
+        scan.problem_count += 1
+        if len(scan.problems) < max_problems:
+            scan.problems.append(problem)
+    return scan
+
+
+class InputFile:
+    """The prompt file as ``(path, display name)``; stdin (``-``) is spooled to a
+    temporary file, deleted on exit."""
+
+    def __init__(self, inputs: str, stdin: Optional[IO[bytes]] = None) -> None:
+        self._inputs = inputs
+        self._stdin = stdin
+        self._spooled: Optional[str] = None
+
+    def __enter__(self) -> Tuple[str, str]:
+        if self._inputs != "-":
+            return self._inputs, self._inputs
+        source = self._stdin if self._stdin is not None else sys.stdin.buffer
+        self._spooled = spool(source)
+        return self._spooled, "<stdin>"
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._spooled is not None:
+            os.remove(self._spooled)
+
+
 def _json_type(value: Any) -> str:
     if value is None:
         return "null"
@@ -370,6 +428,14 @@ def _json_type(value: Any) -> str:
     if isinstance(value, list):
         return "an array"
     return "an object" if isinstance(value, dict) else type(value).__name__
+
+
+def _json_error(exc: BaseException) -> str:
+    # Both decoders raise json.JSONDecodeError (orjson's subclasses it); its
+    # "line 1" is meaningless for a one-line document, the column is not.
+    if isinstance(exc, json.JSONDecodeError):
+        return f"{exc.msg} at column {exc.colno}"
+    return _short(exc)
 
 
 def _short(exc: BaseException) -> str:

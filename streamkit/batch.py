@@ -41,7 +41,15 @@ from typing import (
     Union,
 )
 
-from ._batchinput import IdChecker, Problem, PromptLine, detect_format, read_prompts, spool
+from ._batchinput import (
+    InputFile,
+    Problem,
+    PromptLine,
+    Scan,
+    detect_format,
+    read_prompts,
+    scan_prompts,
+)
 from ._batchoutput import (
     ErrorLog,
     RecordWriter,
@@ -191,32 +199,9 @@ def build_request(line: PromptLine, config: BatchConfig) -> Request:
 # --- validation ----------------------------------------------------------------
 
 
-@dataclass
-class _Scan:
-    """The first pass over the input: ids, bad lines (capped), duplicate line numbers."""
-
-    prompts: int = 0
-    problems: List[Problem] = field(default_factory=list)
-    problem_count: int = 0
-    duplicate_lines: Set[int] = field(default_factory=set)
-    ids: Optional[IdChecker] = None
-
-
-def _scan(path: str, config: BatchConfig, display: str) -> _Scan:
-    scan = _Scan(ids=IdChecker())
-    assert scan.ids is not None
-    for item in read_prompts(path, config.format_name, default_model=config.model,
-                             display=display):
-        problem = item if isinstance(item, Problem) else scan.ids.check(item, display)
-        if problem is None:
-            scan.prompts += 1
-            continue
-        if not isinstance(item, Problem):
-            scan.duplicate_lines.add(item.line)
-        scan.problem_count += 1
-        if len(scan.problems) < config.max_problems:
-            scan.problems.append(problem)
-    return scan
+def _scan(path: str, config: BatchConfig, display: str) -> Scan:
+    return scan_prompts(path, config.format_name, default_model=config.model,
+                        display=display, max_problems=config.max_problems)
 
 
 @dataclass(frozen=True)
@@ -246,33 +231,13 @@ def check_prompts(inputs: str, output: Optional[str] = None, *, model: Optional[
     """
     config = BatchConfig(inputs, output or "unused.jsonl", model=model,
                          input_format=input_format, max_problems=max_problems)
-    with _InputFile(inputs, stdin) as (path, display):
+    with InputFile(inputs, stdin) as (path, display):
         scan = _scan(path, config, display)
     done = 0
-    if output is not None and scan.ids is not None:
+    if output is not None:
         finished = scan_output(output).done
         done = sum(1 for i in scan.ids.ids if i in finished)
     return CheckReport(scan.prompts, done, tuple(scan.problems), scan.problem_count)
-
-
-class _InputFile:
-    """The prompt file as a path; stdin is spooled to a temporary file (deleted on exit)."""
-
-    def __init__(self, inputs: str, stdin: Optional[IO[bytes]]) -> None:
-        self._inputs = inputs
-        self._stdin = stdin
-        self._spooled: Optional[str] = None
-
-    def __enter__(self) -> Tuple[str, str]:
-        if self._inputs != "-":
-            return self._inputs, self._inputs
-        source = self._stdin if self._stdin is not None else sys.stdin.buffer
-        self._spooled = spool(source)
-        return self._spooled, "<stdin>"
-
-    def __exit__(self, *exc_info: object) -> None:
-        if self._spooled is not None:
-            os.remove(self._spooled)
 
 
 # --- the run -------------------------------------------------------------------
@@ -332,7 +297,7 @@ def run_batch(inputs: str, output: str, *, model: Optional[str] = None,
         skip_invalid=skip_invalid, input_format=input_format, dialect=dialect,
         timeouts=timeouts or Timeouts(), retry=retry or RetryPolicy())
     show = sys.stderr.isatty() if progress is None else progress
-    with _InputFile(inputs, stdin) as (path, display):
+    with InputFile(inputs, stdin) as (path, display):
         scan = _scan(path, config, display)
         if scan.problem_count and not skip_invalid:
             raise PromptFileError(scan.problems, scan.problem_count)
@@ -352,7 +317,7 @@ def _say(report: Optional[Report], message: str) -> None:
 class _Run:
     """One batch run: output files, the dispatcher loop, counters. Used once."""
 
-    def __init__(self, config: BatchConfig, path: str, display: str, scan: _Scan, *,
+    def __init__(self, config: BatchConfig, path: str, display: str, scan: Scan, *,
                  report: Optional[Report], progress: bool) -> None:
         self.config = config
         self.path = path
@@ -391,10 +356,9 @@ class _Run:
         return writer, errors, repaired
 
     def _todo(self, done: Set[str]) -> int:
-        ids = self.scan.ids.ids if self.scan.ids is not None else {}
         if not done:
             return self.scan.prompts
-        return sum(1 for i, line in ids.items()
+        return sum(1 for i, line in self.scan.ids.ids.items()
                    if i not in done and line not in self.scan.duplicate_lines)
 
     # -- the input side (runs in the thread iterating Dispatcher.map) ------------
@@ -420,8 +384,7 @@ class _Run:
             writer, errors = None, None
             writer, errors, repaired = self._open_output()
             done = writer.done
-            ids = self.scan.ids.ids if self.scan.ids is not None else {}
-            skipped = sum(1 for i in ids if i in done)
+            skipped = sum(1 for i in self.scan.ids.ids if i in done)
             todo = self._todo(done)
             bar = _progress_bar(todo) if self.show_progress and todo else None
             syncer = Syncer([writer, errors])
@@ -493,7 +456,9 @@ class _Run:
         self.failed += 1
 
     def _postfix(self, now: float) -> str:
-        in_flight = self.submitted - (self.ok + self.failed + self.cancelled)
+        # Submitted includes the dispatcher's read-ahead; at most ``workers`` run.
+        outstanding = self.submitted - (self.ok + self.failed + self.cancelled)
+        in_flight = min(outstanding, self.config.workers)
         rate = self.tokens / max(now - self.started, 1e-9)
         return f"failed={self.failed} in_flight={in_flight} tok/s={rate:.0f}"
 

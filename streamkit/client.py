@@ -12,7 +12,7 @@ construction and the transport is thread-safe.
 from __future__ import annotations
 
 import threading
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 from . import _json
 from .config import RetryPolicy, Secret, Timeouts, api_key_from_env, parse_host
@@ -373,10 +373,13 @@ def _decode_record(line: bytes) -> Dict[str, Any]:
 class Conversation:
     """A chat that remembers: each :meth:`ask` sends the history plus a new user turn.
 
-    The user turn and the assistant's reply are added to the history together
-    when the reply completes successfully; a failed or cancelled reply leaves
+    The user turn and the assistant's reply join the history together once
+    the reply has completed successfully; a failed or cancelled reply leaves
     the history as it was, so the question can simply be asked again.
-    Thread-safe; concurrent asks each see the history as it was when they began.
+
+    Turns are sequential: ``ask`` first waits for the previous reply to end
+    (it need not have been read: waiting lifts its queue bound), so every
+    question is sent with the answers before it. Thread-safe.
     """
 
     def __init__(self, client: Client, model: str, *, system: Optional[str] = None,
@@ -386,39 +389,63 @@ class Conversation:
         self.model = _check_model(model)
         self.options = options
         self._system = system
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()   # guards _history and _pending
+        self._turn = threading.Lock()   # one ask at a time builds on the history
         self._history: List[Dict[str, Any]] = []
+        self._pending: Optional[Tuple[Dict[str, Any], Stream]] = None
 
     @property
     def history(self) -> List[Dict[str, Any]]:
-        """A copy of the completed turns (without the system prompt)."""
+        """A copy of the completed turns (without the system prompt); never blocks
+        on a reply still streaming (it is not part of the history yet)."""
         with self._lock:
+            self._settle(wait=False)
             return [dict(m) for m in self._history]
 
     def reset(self) -> None:
-        """Forget every turn."""
+        """Forget every turn (a reply still streaming will not be recorded)."""
         with self._lock:
             self._history.clear()
+            self._pending = None
 
     def ask(self, text: str) -> Stream:
-        """Send ``text`` as the next user turn; returns the reply's Stream (started)."""
+        """Send ``text`` as the next user turn; returns the reply's Stream (started).
+
+        Blocks while the previous reply is still streaming. Raises
+        ConfigError for a non-string ``text``.
+        """
         if not isinstance(text, str):
             raise ConfigError(f"text must be a string, got {type(text).__name__}")
         user = {"role": "user", "content": text}
-        with self._lock:
-            messages = list(self._history)
-        if self._system is not None:
-            messages.insert(0, {"role": "system", "content": self._system})
-        messages.append(user)
-        stream = self.client.chat(self.model, messages, options=self.options)
-        stream.add_done_callback(lambda result: self._record(user, result))
+        with self._turn:
+            with self._lock:
+                pending = self._pending
+            if pending is not None:
+                pending[1].result()  # the previous turn must end first (outside _lock)
+            with self._lock:
+                self._settle(wait=False)
+                messages = list(self._history)
+            if self._system is not None:
+                messages.insert(0, {"role": "system", "content": self._system})
+            messages.append(user)
+            stream = self.client.chat(self.model, messages, options=self.options)
+            with self._lock:
+                self._pending = (user, stream)
         return stream
 
-    def _record(self, user: Dict[str, Any], result: Result) -> None:
+    def _settle(self, *, wait: bool) -> None:
+        """Move a finished pending turn into the history (call with _lock held)."""
+        if self._pending is None:
+            return
+        user, stream = self._pending
+        try:
+            result = stream.result(timeout=None if wait else 0)
+        except TimeoutError:
+            return
+        self._pending = None
         if result.error is not None:
             return
         reply: Dict[str, Any] = {"role": "assistant", "content": result.text}
         if result.tool_calls:
             reply["tool_calls"] = list(result.tool_calls)
-        with self._lock:
-            self._history.extend([user, reply])
+        self._history.extend([user, reply])

@@ -28,7 +28,8 @@ Behaviour:
   queued, loading, in the first-token delay or in a stall: generation stops,
   the slot is released and ``disconnects`` counts it.
 - Counters: ``requests``, ``inference``, ``chunks_sent`` (body lines/events
-  written), ``completed``, ``disconnects``, ``disconnects_waiting``,
+  written), ``completed`` (responses that ran to their end), ``disconnects``,
+  ``disconnects_waiting`` (the client left while queued or during a load),
   ``busy_rejections``, ``in_flight``, ``waiting``, ``loads``, ``faults``
   (kind → count), ``by_path``. ``POST /_emulator/reset`` zeroes them.
 

@@ -55,6 +55,11 @@ RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 Sleep = Callable[[float], None]
 
+# One generator for every stream: seeding a new Random costs ~50 us (os.urandom),
+# which would be most of the per-stream cost of the retry machinery. Its
+# methods are safe to call from many threads.
+_SHARED_RNG = random.Random()
+
 
 def is_retryable(exc: BaseException, policy: RetryPolicy) -> bool:
     """The default choice: may ``exc`` (raised before the first chunk) be retried?"""
@@ -105,7 +110,7 @@ class Attempts:
         self._cancel = cancel
         self._sleep = sleep
         self._backoff = _FullJitter(policy.backoff_base, policy.backoff_max,
-                                    rng or random.Random())
+                                    rng or _SHARED_RNG)
 
     def remaining(self) -> int:
         """Attempts still allowed (0 when the budget is spent)."""

@@ -27,6 +27,7 @@ still be blocked in a connect).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import json
@@ -70,7 +71,7 @@ from .records import (
     Timing,
 )
 from .retry import Attempts
-from .transport import CancelToken, Response, Transport
+from .transport import CancelToken, Response, Transport, _forget_frames
 from .wire import Decoder, Dialect
 
 if TYPE_CHECKING:
@@ -220,10 +221,13 @@ class _Worker:
         self._space = threading.Condition(self._lock)
         self._batches: Deque[List[Chunk]] = deque()
         self._queued = 0
+        self.peak_queued = 0  # most chunks ever queued (observability, tests)
+        self.largest_batch = 0
         self._unbounded = False
         self._waiters: List[Tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
         self.end: Optional[Result] = None
         self.ended = threading.Event()
+        self._callbacks: List[Callable[[Result], None]] = []
         self._running = False
         self._sink: Optional[Sink] = None
         # delivered so far (under _lock)
@@ -241,6 +245,7 @@ class _Worker:
         self._response: Optional[Response] = None
         self._total_deadline: Optional[float] = None
         self._cached: Optional[Result] = None
+        self._salvaged: List[Chunk] = []
 
     # -- channel: worker side ------------------------------------------------
     def deliver(self, chunks: List[Chunk]) -> None:
@@ -261,6 +266,10 @@ class _Worker:
             if self._sink is None:
                 self._batches.append(chunks)
                 self._queued += len(chunks)
+                if self._queued > self.peak_queued:
+                    self.peak_queued = self._queued
+                if len(chunks) > self.largest_batch:
+                    self.largest_batch = len(chunks)
                 self._items.notify()
             waiters = self._take_waiters()
         _wake(waiters)
@@ -294,13 +303,24 @@ class _Worker:
         with self._lock:
             if self.end is not None:
                 return False
-            self.end = self._build_result(error)
+            end = self.end = self._build_result(error)
             self.ended.set()
             self._items.notify_all()
             self._space.notify_all()
             waiters = self._take_waiters()
+            callbacks, self._callbacks = self._callbacks, []
         _wake(waiters)
+        for fn in callbacks:
+            _call_back(fn, end)
         return True
+
+    def add_callback(self, fn: Callable[[Result], None]) -> None:
+        with self._lock:
+            end = self.end
+            if end is None:
+                self._callbacks.append(fn)
+                return
+        _call_back(fn, end)
 
     def _build_result(self, error: Optional[BaseException]) -> Result:
         text = "".join(self._texts)
@@ -365,7 +385,13 @@ class _Worker:
         return bool(self._batches)
 
     def cancel(self) -> bool:
-        """Shut the attempt's socket and end the stream with Cancelled now."""
+        """Shut the attempt's socket and end the stream with Cancelled now.
+
+        A stream that has ended is left alone: its worker may be reading the
+        last bytes of the body so that the connection can be reused.
+        """
+        if self.end is not None:
+            return False
         self.token.cancel()
         return self.finish(Cancelled())
 
@@ -388,6 +414,7 @@ class _Worker:
             pass
         except BaseException as exc:
             error = self._classify(exc)
+            _forget_frames(error)
             if not isinstance(exc, Exception):
                 self.finish(error)
                 raise
@@ -420,13 +447,21 @@ class _Worker:
         self._attempts = Attempts(self._retry, self.token.event)
         replay: Optional[_Replay] = None
         while True:
-            first = self._attempts.call(self._attempt)
+            self._salvaged = []
+            try:
+                first = self._attempts.call(self._attempt)
+            except StreamError:
+                if self._salvaged:  # good records before a bad one in the first read
+                    with contextlib.suppress(StreamError):
+                        self._emit(self._salvaged, replay)
+                raise
             try:
                 self._pump(first, replay)
                 return
             except StreamInterrupted as exc:
                 if not self._may_replay(exc):
                     raise
+                _forget_frames(exc)
                 self._release_host(exc)
                 self._close_response()
                 with self._lock:
@@ -434,7 +469,7 @@ class _Worker:
                                      self._tool_calls)
                 logger.warning("stream %s was cut after %d chunks (%s); replaying the "
                                "request (attempt %d of %d)", self.request.id,
-                               self._timing.chunks, exc, self._attempts.count + 1,
+                               self._timing.chunks, str(exc), self._attempts.count + 1,
                                self._retry.attempts)
 
     def _may_replay(self, exc: StreamInterrupted) -> bool:
@@ -452,9 +487,10 @@ class _Worker:
             return self._open_and_read_first(host)
         except BaseException as exc:
             exc = self._retag_total(exc)
+            _forget_frames(exc)  # the retry log and the Result keep it; not its sockets
             self._close_response()
             self._release_host(exc, streamed=False)
-            raise exc from exc.__cause__
+            raise exc
 
     def _open_and_read_first(self, host: str) -> List[Chunk]:
         url = host.rstrip("/") + "/" + self._path
@@ -475,12 +511,16 @@ class _Worker:
             timeout, phase = self._budget(first_deadline, "first_token")
             data = response.read_some(timeout, phase=phase)
             ns = time.perf_counter_ns()
-            if not data:
-                chunks = decoder.close(ns)
-            else:
-                if first_byte_ns is None:
-                    first_byte_ns = ns
-                chunks = decoder.feed(data, ns)
+            try:
+                if not data:
+                    chunks = decoder.close(ns)
+                else:
+                    if first_byte_ns is None:
+                        first_byte_ns = ns
+                    chunks = decoder.feed(data, ns)
+            except StreamError:
+                self._salvaged = list(getattr(decoder, "completed", None) or ())
+                raise
             if chunks or not data:
                 break
         timing = self._timing
@@ -496,18 +536,37 @@ class _Worker:
         self._emit(first, replay)
         idle = self._timeouts.idle
         idle_deadline = None if idle is None else time.monotonic() + idle
-        while not decoder.done:
-            timeout, phase = self._budget(idle_deadline, "idle")
-            data = response.read_some(timeout, phase=phase)
-            ns = time.perf_counter_ns()
-            if not data:
-                self._emit(decoder.close(ns), replay)
-                return
-            chunks = decoder.feed(data, ns)
-            if idle is not None and decoder.activity():  # SSE comments do not count
-                idle_deadline = time.monotonic() + idle
-            if chunks:
-                self._emit(chunks, replay)
+        last = first  # the last chunk list the decoder handed over
+        try:
+            while not decoder.done:
+                timeout, phase = self._budget(idle_deadline, "idle")
+                data = response.read_some(timeout, phase=phase)
+                ns = time.perf_counter_ns()
+                if not data:
+                    last = decoder.close(ns)
+                    self._emit(last, replay)
+                    return
+                chunks = decoder.feed(data, ns)
+                if idle is not None and decoder.activity():  # SSE comments do not count
+                    idle_deadline = time.monotonic() + idle
+                if chunks:
+                    last = chunks
+                    self._emit(chunks, replay)
+        except StreamError:
+            self._salvage(decoder, last, replay)
+            raise
+
+    def _salvage(self, decoder: Decoder, last: List[Chunk], replay: Optional[_Replay]) -> None:
+        """Deliver the chunks a failing read completed before its bad record.
+
+        One read can carry good records and then an error line; the decoder
+        keeps what it completed in ``completed`` (a list it has not returned).
+        """
+        completed = getattr(decoder, "completed", None)
+        if not completed or completed is last:
+            return
+        with contextlib.suppress(StreamError):  # the original error is the news
+            self._emit(list(completed), replay)
 
     def _emit(self, chunks: List[Chunk], replay: Optional[_Replay]) -> None:
         if replay is not None:
@@ -615,12 +674,17 @@ def _drain(response: Response) -> None:
         pass  # extra data or a slow end: the connection is closed instead
 
 
+def _call_back(fn: Callable[[Result], None], result: Result) -> None:
+    try:
+        fn(result)
+    except Exception:
+        logger.exception("a Stream done-callback raised")
+
+
 def _wake(waiters: List[Tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]]) -> None:
     for loop, fut in waiters:
-        try:
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
             loop.call_soon_threadsafe(_resolve, fut)
-        except RuntimeError:  # the loop is closed: nobody is waiting any more
-            pass
 
 
 def _resolve(fut: asyncio.Future[None]) -> None:
@@ -680,8 +744,7 @@ class Stream:
         self._serial = next(_serial)
         self._batch: List[Chunk] = []
         self._pos = 0
-        self._claimed = False     # iterated, async-iterated or piped
-        self._exhausted = False   # the consumer reached the end record
+        self._exhausted = False   # the consumer has reached the end record
         self._raised = False      # the stream's error was raised by iteration
         self._started = False
         weakref.finalize(self, _abandon, self._w.token)
@@ -737,6 +800,15 @@ class Stream:
         self._started = True
         self._w.run(sink)
 
+    def add_done_callback(self, fn: Callable[[Result], None]) -> None:
+        """Call ``fn(result)`` once the stream has ended (at once if it has).
+
+        It runs in the thread that ends the stream (the worker, or the one
+        calling ``cancel()``); it must be quick and must not block on this
+        stream. An exception it raises is logged and ignored.
+        """
+        self._w.add_callback(fn)
+
     def cancel(self) -> bool:
         """Cancel: close the connection and end the stream with Cancelled.
 
@@ -754,10 +826,13 @@ class Stream:
 
     # -- consuming -------------------------------------------------------------
     def _claim(self) -> None:
-        if self._claimed:
-            raise RuntimeError("a Stream can be iterated only once; use result() or "
-                               "text() for the whole reply after iterating")
-        self._claimed = True
+        # Like a file or a generator, a Stream is its own iterator: iter() on a
+        # partly read stream carries on where it stopped. Only a stream read to
+        # its end refuses, so that a second loop cannot silently see nothing.
+        if self._exhausted:
+            raise RuntimeError("this Stream has already been read to its end (a Stream "
+                               "can be iterated only once); use result() or text() for "
+                               "the whole reply")
 
     def __iter__(self) -> Stream:
         self._claim()
@@ -795,6 +870,8 @@ class Stream:
         if isinstance(item, list):
             self._batch, self._pos = item, 1
             return item[0]
+        if item is not None:
+            self._exhausted = True
         return None
 
     def pipe(self, q: queue.Queue[Any]) -> Result:

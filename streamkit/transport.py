@@ -43,6 +43,7 @@ import json
 import socket
 import threading
 import time
+import traceback
 from typing import Any, Dict, List, Mapping, Optional, Set, Tuple
 
 import requests
@@ -405,10 +406,12 @@ class Response:
             size = READ_SIZE if self._left is None else min(READ_SIZE, self._left)
             data: bytes = self._fp.read1(size)
         except socket.timeout as exc:
+            _forget_frames(exc)
             if self._cancel.cancelled:
                 raise Cancelled() from exc
             raise _timeout(phase) from exc
         except (OSError, ValueError) as exc:  # ValueError: read on a closed file
+            _forget_frames(exc)
             if self._cancel.cancelled:
                 raise Cancelled() from exc
             raise StreamInterrupted(
@@ -523,6 +526,7 @@ class Transport:
                                 timeout=(timeouts.connect, timeouts.first_token))
         except requests.RequestException as exc:
             cancel._detach_all()
+            _forget_frames(exc)
             raise _open_error(exc, url, cancel) from exc
         except BaseException:
             cancel._detach_all()
@@ -555,6 +559,7 @@ class Transport:
             resp = session.request(method, url, data=data, timeout=(timeout, timeout))
             content = resp.content
         except requests.RequestException as exc:
+            _forget_frames(exc)
             raise _open_error(exc, url, None) from exc
         if not content:
             return resp.status_code, None
@@ -581,6 +586,21 @@ class Transport:
                 session.headers["Authorization"] = f"Bearer {self._api_key.reveal()}"
             self._local.session = session
         return session
+
+
+def _forget_frames(exc: BaseException) -> None:
+    """Drop the local variables of the finished frames in ``exc``'s tracebacks.
+
+    The translated error keeps ``exc`` as its cause, and a Result keeps the
+    error for as long as the caller likes (a batch run keeps thousands): the
+    frames of requests/urllib3 would otherwise pin sockets and buffers.
+    """
+    seen: Set[int] = set()
+    current: Optional[BaseException] = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        traceback.clear_frames(current.__traceback__)
+        current = current.__cause__ or current.__context__
 
 
 def _reason(exc: BaseException) -> str:

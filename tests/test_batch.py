@@ -468,3 +468,49 @@ def test_cache_second_run_sends_nothing_and_writes_the_same_answers(tmp_path: Pa
     assert [answer(r) for r in fresh] == [answer(r) for r in cached]
     assert all(r["cached"] is True for r in cached) and not any("cached" in r for r in fresh)
     assert fresh[1]["thinking"]  # the think request's reasoning survives the cache
+
+
+def test_no_resume_starts_over(tmp_path: Path, emu: Any) -> None:
+    prompts = _prompts(tmp_path, 3)
+    out = str(tmp_path / "out.jsonl")
+    run_batch(prompts, out, model="demo", hosts=[emu.url])
+    summary = run_batch(prompts, out, model="demo", hosts=[emu.url], resume=False)
+    assert (summary.ok, summary.skipped) == (3, 0)
+    assert len(_lines(out)) == 3
+
+
+def test_cli_runs_csv_and_stdin(tmp_path: Path, emu: Any, monkeypatch: pytest.MonkeyPatch,
+                                capsys: pytest.CaptureFixture[str]) -> None:
+    from streamkit.cli import main
+    csv_path = _write(tmp_path / "p.csv", b"id,prompt,model\na,first,\nb,second,demo\n")
+    out = str(tmp_path / "out.jsonl")
+    code = main(["batch", csv_path, "-o", out, "-m", "demo", "--host", f"{emu.url}=2",
+                 "--option", "num_predict=4", "--quiet"])
+    assert code == 0
+    records = {r["id"]: r for r in _lines(out)}
+    assert sorted(records) == ["a", "b"]
+    assert records["a"]["response"] == _expected("first", options={"num_predict": 4})
+    assert "done: 2 ok, 0 failed" in capsys.readouterr().err
+
+    class _Stdin:
+        buffer = io.BytesIO(b'{"id": "s", "prompt": "from stdin"}\n')
+
+    monkeypatch.setattr("sys.stdin", _Stdin())
+    out2 = str(tmp_path / "out2.jsonl")
+    assert main(["batch", "-", "-o", out2, "-m", "demo", "--host", emu.url, "--quiet"]) == 0
+    assert [r["id"] for r in _lines(out2)] == ["s"]
+
+
+def test_cli_validation_exit_code_and_check(tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    from streamkit.cli import main
+    prompts = _write(tmp_path / "p.jsonl", b'"ok"\n{"prompt": 1}\n')
+    out = str(tmp_path / "out.jsonl")
+    assert main(["batch", prompts, "-o", out, "-m", "m", "--host", "http://127.0.0.1:9"]) == 2
+    err = capsys.readouterr().err
+    assert f"{prompts}:2: " in err and not os.path.exists(out)
+    assert main(["batch", prompts, "--check", "-m", "m"]) == 2
+    captured = capsys.readouterr()
+    assert "1 valid prompt(s), 1 bad line(s)" in captured.out
+    good = _write(tmp_path / "g.txt", b"one\ntwo\n")
+    assert main(["batch", good, "--check", "-m", "m"]) == 0

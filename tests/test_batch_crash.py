@@ -136,10 +136,13 @@ def test_torn_line_is_reported_and_repaired(tmp_path: Path) -> None:
     assert sorted(r["id"] for r in records) == ["q000", "q001", "q002"]
 
 
-def test_ctrl_c_exits_130_quickly_cancels_streams_and_resumes(tmp_path: Path) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_exits_130_quickly_cancels_streams_and_resumes(tmp_path: Path,
+                                                             signum: int) -> None:
     prompts, out = tmp_path / "p.jsonl", tmp_path / "out.jsonl"
     ids = _write_prompts(prompts, 12, long_from=4)  # 4 quick answers, then 8 long ones
-    slow = emulator.EmulatorConfig(parallel=4, tokens_per_second=20)
+    # Natural length 400 tokens (20 s at 20 tokens/s); num_predict cuts the quick ones to 2.
+    slow = emulator.EmulatorConfig(parallel=4, tokens_per_second=20, response_tokens=(400, 400))
     with emulator.Emulator(slow) as emu:
         proc = _start(_command(prompts, out, emu.url))
         try:
@@ -148,7 +151,7 @@ def test_ctrl_c_exits_130_quickly_cancels_streams_and_resumes(tmp_path: Path) ->
             assert started, emu.counters()
             assert _wait_for(lambda: _count_lines(out) >= 4, 5.0)
             sent = time.monotonic()
-            proc.send_signal(signal.SIGINT)
+            proc.send_signal(signum)
             try:
                 proc.wait(timeout=2.0)
                 elapsed = time.monotonic() - sent
@@ -157,16 +160,23 @@ def test_ctrl_c_exits_130_quickly_cancels_streams_and_resumes(tmp_path: Path) ->
         finally:
             err = _finish(proc)
         assert proc.returncode == 130, err
-        assert elapsed <= 2.0, f"took {elapsed:.2f} s to exit after SIGINT"
+        assert elapsed <= 2.0, f"took {elapsed:.2f} s to exit after the signal"
         assert emu.wait_until(lambda c: c["disconnects"] >= 4, timeout=5.0), emu.counters()
         assert emu.counters()["completed"] == 4  # the long ones were stopped, not finished
     assert "interrupted" in err and "resume with: streamkit batch" in err
     assert sorted(r["id"] for r in _records(out)) == ids[:4]
 
     # Rerun (against a fast server: same text, no pacing) completes the rest.
-    with emulator.Emulator(emulator.EmulatorConfig(parallel=4)) as fast:
+    fast_config = emulator.EmulatorConfig(parallel=4, response_tokens=(400, 400))
+    with emulator.Emulator(fast_config) as fast:
         rerun = _start(_command(prompts, out, fast.url))
         err = _finish(rerun)
         assert rerun.returncode == 0, err
         assert fast.counters()["inference"] == 8
-    assert sorted(r["id"] for r in _records(out)) == ids
+    records = _records(out)
+    assert sorted(r["id"] for r in records) == ids
+    for record in records:
+        number = int(record["id"][1:])
+        options = {"num_predict": 2 if number < 4 else 400}
+        body = {"prompt": f"question {number}", "options": options}
+        assert record["response"] == emulator.expected("demo", body, fast_config).text

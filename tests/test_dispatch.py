@@ -614,7 +614,11 @@ def test_lazy_input_of_a_million_requests_keeps_memory_flat() -> None:
     assert growth < 20, f"RSS grew {growth:.1f} MB over 1700 requests"
 
 
-def test_a_host_stopped_mid_run_is_skipped_and_every_request_completes() -> None:
+def test_a_host_stopped_mid_run_is_skipped_and_every_request_completes(
+        caplog: pytest.LogCaptureFixture) -> None:
+    # Retry warnings carry the error, whose traceback holds the refused
+    # socket: captured log records would keep it open past the leak check.
+    caplog.set_level(logging.ERROR, logger="streamkit")
     retry = sk_retry(attempts=6, on_interrupt="replay")
     emus = [Emulator(EmulatorConfig(parallel=4, tokens_per_second=0)).start() for _ in range(3)]
     try:
@@ -635,7 +639,9 @@ def test_a_host_stopped_mid_run_is_skipped_and_every_request_completes() -> None
             e.stop()
     assert len(results) == 900 and all(r.ok for r in results)
     assert sorted(int(r.id or -1) for r in results) == list(range(900))
-    late = results[after_stop + 12:]  # anything in flight at the stop has finished by then
+    # Results reach us in completion order, at most workers + max_pending
+    # (12 + 24) behind: anything that finished on the dead host came before.
+    late = results[after_stop + 36:]
     assert all(r.host in (urls[0], urls[2]) for r in late)
     assert {urls[0], urls[2]} <= {r.host for r in late}
     assert snapshot[dead]["failures"] >= 1

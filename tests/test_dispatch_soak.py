@@ -37,14 +37,32 @@ def _rss_mb() -> float:
 
 
 def _sockets() -> int:
+    return len(_socket_inodes())
+
+
+def _socket_inodes() -> List[str]:
     fd_dir = "/proc/self/fd"
-    count = 0
+    found = []
     for fd in os.listdir(fd_dir):
         try:
-            count += os.readlink(os.path.join(fd_dir, fd)).startswith("socket:")
+            target = os.readlink(os.path.join(fd_dir, fd))
         except OSError:
             continue
-    return count
+        if target.startswith("socket:"):
+            found.append(target[8:-1])
+    return found
+
+
+def _describe_sockets(server_port: int) -> str:
+    """Which side (emulator or client) each open TCP socket is on, with its TCP state."""
+    states: Dict[str, str] = {}
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            fields = line.split()
+            local_port = int(fields[1].split(":")[1], 16)
+            side = "server" if local_port == server_port else "client"
+            states[fields[9]] = f"{side}/{fields[3]}"
+    return str(collections.Counter(states.get(i, "other") for i in _socket_inodes()))
 
 
 def _request(i: int) -> GenerateRequest:
@@ -66,6 +84,7 @@ def test_soak_every_request_ends_exactly_once_and_resources_come_back() -> None:
     timeouts = Timeouts(connect=2.0, first_token=10.0, idle=0.5)
     retry = RetryPolicy(attempts=3, backoff_base=0.02, backoff_max=0.2)
     with Emulator(config) as emu:
+        port = emu.port
         with Dispatcher(host=emu.url, workers=WORKERS, timeouts=timeouts, retry=retry) as d:
             _run(d, 500, offset=10**6)  # warm-up: pools, caches, allocator arenas
             gc.collect()
@@ -98,5 +117,5 @@ def test_soak_every_request_ends_exactly_once_and_resources_come_back() -> None:
                                            or _sockets() > sockets_before):
         time.sleep(0.05)  # polling a condition with a deadline: sockets have no event
     assert threading.active_count() <= threads_before
-    assert _sockets() <= sockets_before
+    assert _sockets() <= sockets_before, _describe_sockets(port)
     assert rss_after - rss_warm < RSS_TOLERANCE_MB

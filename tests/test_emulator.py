@@ -208,6 +208,17 @@ def test_stamp_and_tokens_per_chunk() -> None:
     assert stamps == sorted(stamps) and before < stamps[0] and stamps[-1] < after
 
 
+def test_exotic_tokens_on_the_wire() -> None:
+    with Emulator(exotic=True, response_tokens=(200, 200)) as emu:
+        wire = exchange(emu.url, "POST", "/api/generate", GEN_BODY)
+    exp = expected("demo", GEN_BODY, emu.config)
+    assert "\x85" in exp.text and "\u2028" in exp.text
+    assert "\x85".encode() in wire.body and b"\\u2028" in wire.body  # NEL raw, LS escaped
+    assert "\u2028".encode() not in wire.body
+    pieces = [json.loads(line)["response"] for line in wire.body.split(b"\n") if line][:-1]
+    assert "".join(pieces) == exp.text
+
+
 # -- the official ollama client -----------------------------------------------------------
 
 def test_official_ollama_client(emu: Emulator) -> None:
@@ -287,6 +298,16 @@ def test_disconnect_mid_stream_stops_generation() -> None:
         # nothing more is generated: the count stays put for several token intervals
         assert not emu.wait_until(lambda c: c["chunks_sent"] > sent, timeout=0.3)
         assert emu.counters()["completed"] == 0
+
+
+@pytest.mark.parametrize("setting", [{"first_token_delay": 30.0}, {"load_time": 30.0}])
+def test_disconnect_during_first_token_delay_or_load(setting: Dict[str, float]) -> None:
+    with Emulator(**setting) as emu:  # type: ignore[arg-type]
+        sock = _open_stream(emu.url, GEN_BODY)
+        with sock:
+            assert emu.wait_until(lambda c: c["inference"] == 1, 5)
+        assert emu.wait_until(lambda c: c["disconnects"] == 1, 5)  # long before 30 s
+        assert emu.counters()["chunks_sent"] == 0 and emu.counters()["in_flight"] == 0
 
 
 def test_disconnect_while_waiting_for_a_slot() -> None:

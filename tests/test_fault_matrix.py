@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Type
 
 import pytest
-from rawserver import RawConn, RawServer
+from rawserver import RawConn, RawServer, chunk
 
 from streamkit import (
     ConnectError,
@@ -40,7 +40,7 @@ TIMEOUTS = Timeouts(connect=2, first_token=2, idle=0.4, total=20)
 FAST_RETRY = RetryPolicy(attempts=3, backoff_base=0.01, backoff_max=0.05)
 FULL = -1  # partial = the whole text
 
-DIALECTS = ["ollama"]
+DIALECTS = ["ollama", "openai"]
 ENDPOINTS = ["chat", "generate"]
 
 
@@ -61,10 +61,19 @@ class Case:
     phase: Optional[str] = None
     timeouts: Timeouts = TIMEOUTS
     check: Optional[Callable[[Result], None]] = field(default=None, compare=False)
+    openai_error: Optional[Type[BaseException]] = None  # when /v1 differs (protocol ref §5)
+    known_bug: Optional[str] = None  # strict xfail: remove when the bug is fixed
+
+    def error_for(self, dialect: str) -> Optional[Type[BaseException]]:
+        return self.openai_error if dialect == "openai" and self.openai_error else self.error
 
 
 def _retry_after_120(result: Result) -> None:
     assert isinstance(result.error, ServerBusy) and result.error.retry_after == 120
+
+
+def _not_model_not_found(result: Result) -> None:
+    assert not isinstance(result.error, ModelNotFound)
 
 
 def _retry_after_date(result: Result) -> None:
@@ -93,7 +102,10 @@ CASES = [
     Case("400 bad request", "status:400", error=ResponseError, attempts=1),
     Case("401 unauthorized", "status:401", error=ResponseError, attempts=1),
     Case("403 forbidden", "status:403", error=ResponseError, attempts=1),
-    Case("404 model not found", "status:404", error=ModelNotFound, attempts=1),
+    Case("404 model not found", "status:404,message=model 'demo' not found",
+         error=ModelNotFound, attempts=1),
+    Case("404 wrong path (not a model error)", "status:404", error=ResponseError,
+         attempts=1, check=lambda r: _not_model_not_found(r)),
     Case("422 unprocessable", "status:422", error=ResponseError, attempts=1),
     Case("slow headers within first_token", "slow_headers,delay=0.3", attempts=1),
     Case("slow headers past first_token", "slow_headers,delay=3", error=StreamTimeout,
@@ -107,9 +119,12 @@ CASES = [
     Case("stall before the first chunk", "stall,after=0", error=StreamTimeout, partial=0,
          phase="first_token", timeouts=Timeouts(connect=2, first_token=0.4, idle=5,
                                                 total=20)),
-    Case("in-band error after 5 chunks", "error,after=5", error=ServerStreamError, partial=5),
+    # On /v1 Ollama turns an in-band error into an empty chunk and an end without
+    # [DONE]: the client can only see an interrupted stream.
+    Case("in-band error after 5 chunks", "error,after=5", error=ServerStreamError, partial=5,
+         openai_error=StreamInterrupted),
     Case("in-band error as the only line (pre-0.12.6)", "error,after=0",
-         error=ServerStreamError, partial=0),
+         error=ServerStreamError, partial=0, openai_error=StreamInterrupted),
     Case("malformed line after 2 chunks", "malformed,after=2", error=ProtocolError, partial=2),
     Case("blank lines between chunks", "blank", attempts=1),
     Case("body ends without done", "nodone", error=StreamInterrupted, partial=FULL),
@@ -119,10 +134,12 @@ CASES = [
     Case("chunked body truncated mid-stream", raw="truncated", error=StreamInterrupted,
          partial=2),
     Case("half-written last line, body then ends", raw="half_line_end",
-         error=ProtocolError, partial=2),
+         error=StreamInterrupted, partial=2),
     Case("half-written line, connection cut", raw="half_line_cut",
          error=StreamInterrupted, partial=2),
-    Case("bad chunked framing", raw="bad_chunk", error=ProtocolError, partial=2),
+    Case("bad chunked framing", raw="bad_chunk", error=ProtocolError, partial=2,
+         known_bug="transport._Dechunker drops the payload that precedes bad framing in "
+                   "the same read, so .partial misses the last complete records"),
 ]
 
 
@@ -183,6 +200,16 @@ def _two_then(endpoint: str, tokens: List[str], tail: bytes,
     return handler
 
 
+def _bad_chunk(endpoint: str, tokens: List[str]) -> Callable[[RawConn], None]:
+    def handler(conn: RawConn) -> None:
+        conn.send_head(200, {"Content-Type": "application/x-ndjson"})
+        good = _line(endpoint, tokens[0]) + b"\n" + _line(endpoint, tokens[1]) + b"\n"
+        # One write: good records and the broken framing arrive in the same read.
+        conn.send(chunk(good) + b"zz\r\nnonsense\r\n")
+        conn.cut()
+    return handler
+
+
 def raw_handlers(kind: str, endpoint: str) -> List[Callable[[RawConn], None]]:
     tokens = tokens_for(endpoint)
     half = _line(endpoint, tokens[2])[:15]
@@ -195,7 +222,7 @@ def raw_handlers(kind: str, endpoint: str) -> List[Callable[[RawConn], None]]:
             c.send_chunk(half), c.end_chunks()))],
         "half_line_cut": [_two_then(endpoint, tokens, b"", lambda c: (
             c.send_chunk(half), c.cut()))],
-        "bad_chunk": [_two_then(endpoint, tokens, b"zz\r\nnonsense\r\n", RawConn.cut)],
+        "bad_chunk": [_bad_chunk(endpoint, tokens)],
     }
     return table[kind]
 
@@ -211,14 +238,15 @@ def run_case(case: Case, url: str, endpoint: str, dialect: str) -> Tuple[Result,
     return result, time.monotonic() - started
 
 
-def check_outcome(case: Case, result: Result, endpoint: str) -> None:
+def check_outcome(case: Case, result: Result, endpoint: str, dialect: str) -> None:
     tokens = tokens_for(endpoint)
+    error = case.error_for(dialect)
     assert result.attempts == case.attempts, result.error
-    if case.error is None:
+    if error is None:
         assert result.error is None, repr(result.error)
         assert result.text == "".join(tokens)
         return
-    assert isinstance(result.error, case.error), repr(result.error)
+    assert isinstance(result.error, error), repr(result.error)
     want = "".join(tokens if case.partial == FULL else tokens[:case.partial])
     assert getattr(result.error, "partial", "") == want
     assert result.text == want
@@ -231,8 +259,13 @@ def check_outcome(case: Case, result: Result, endpoint: str) -> None:
 @pytest.mark.parametrize("dialect", DIALECTS)
 @pytest.mark.parametrize("endpoint", ENDPOINTS)
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
-def test_fault_matrix(case: Case, endpoint: str, dialect: str, emulator: Emulator) -> None:
+def test_fault_matrix(case: Case, endpoint: str, dialect: str, emulator: Emulator,
+                      request: pytest.FixtureRequest) -> None:
+    if case.known_bug:
+        request.applymarker(pytest.mark.xfail(strict=True, reason=case.known_bug))
     if case.raw is not None:
+        if dialect != "ollama":
+            pytest.skip("the raw-socket handlers speak Ollama NDJSON only")
         with RawServer(raw_handlers(case.raw, endpoint)) as server:
             result, elapsed = run_case(case, server.url, endpoint, dialect)
     else:
@@ -241,7 +274,7 @@ def test_fault_matrix(case: Case, endpoint: str, dialect: str, emulator: Emulato
             result, elapsed = run_case(case, emulator.url, endpoint, dialect)
         finally:
             emulator.set_faults("")
-    check_outcome(case, result, endpoint)
+    check_outcome(case, result, endpoint, dialect)
     assert elapsed < 10  # tight timeouts: no case comes near a hang
 
 

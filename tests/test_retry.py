@@ -10,7 +10,7 @@ import logging
 import random
 import threading
 import time
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Callable, Iterator, List, Optional, Sequence, Tuple
 
 import pytest
 import tenacity
@@ -293,3 +293,89 @@ def test_real_retry_after_wait_is_at_least_retry_after() -> None:
     started = time.monotonic()
     assert attempts.call(failing([busy(retry_after=0.3)])) == "ok"
     assert time.monotonic() - started >= 0.3
+
+
+# -- real streams against the emulator ---------------------------------------------------
+
+from streamkit.client import Client  # noqa: E402  (integration part of this module)
+from streamkit.emulator import Emulator, EmulatorConfig  # noqa: E402
+
+FAST = RetryPolicy(backoff_base=0.01, backoff_max=0.05)
+
+
+@pytest.fixture(scope="module")
+def emulator() -> Iterator[Emulator]:
+    with Emulator(EmulatorConfig()) as emu:
+        yield emu
+
+
+def test_stream_503_twice_then_success_has_three_attempts(emulator: Emulator) -> None:
+    emulator.set_faults("status:503,first=2")
+    try:
+        with Client(emulator.url, retry=FAST) as client:
+            result = client.generate("demo", "hi").result(timeout=10)
+    finally:
+        emulator.set_faults("")
+    assert result.ok and result.attempts == 3 and result.text
+
+
+def test_stream_honours_retry_after_seconds(emulator: Emulator) -> None:
+    emulator.set_faults("status:503,retry_after=1,first=1")
+    try:
+        with Client(emulator.url, retry=FAST) as client:
+            started = time.monotonic()
+            result = client.generate("demo", "hi").result(timeout=10)
+            waited = time.monotonic() - started
+    finally:
+        emulator.set_faults("")
+    assert result.ok and result.attempts == 2
+    assert waited >= 1.0
+
+
+def test_stream_404_is_never_retried(emulator: Emulator) -> None:
+    before = emulator.counters()["requests"]
+    with Client(emulator.url, retry=FAST) as client:
+        result = client.generate("no-such-model", "hi").result(timeout=10)
+    assert isinstance(result.error, ModelNotFound)
+    assert result.attempts == 1
+    assert emulator.counters()["requests"] == before + 1
+
+
+def test_stream_connect_refusal_retries_then_connect_error_with_cause() -> None:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with Client(f"http://127.0.0.1:{port}", retry=FAST) as client:
+        result = client.generate("demo", "hi").result(timeout=10)
+    assert isinstance(result.error, ConnectError)
+    assert result.error.__cause__ is not None
+    assert result.attempts == 3
+
+
+def test_stream_cancel_during_30s_retry_after_returns_within_100ms(emulator: Emulator) -> None:
+    emulator.set_faults("status:503,retry_after=30")
+    waiting = threading.Event()
+
+    class OnRetry(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "retrying in 30.00 s" in record.getMessage():
+                waiting.set()
+
+    handler = OnRetry()
+    log = logging.getLogger("streamkit")
+    log.addHandler(handler)
+    try:
+        with Client(emulator.url) as client:
+            stream = client.generate("demo", "hi")
+            assert waiting.wait(10)
+            started = time.monotonic()
+            stream.cancel()
+            result = stream.result(timeout=5)
+            elapsed = time.monotonic() - started
+    finally:
+        log.removeHandler(handler)
+        emulator.set_faults("")
+    assert isinstance(result.error, Cancelled)
+    assert result.attempts == 1
+    assert elapsed < 0.1

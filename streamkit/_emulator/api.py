@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from email.utils import formatdate
 from typing import Any, Awaitable, Callable, Dict, Optional, Set, Tuple
@@ -42,6 +43,8 @@ _STATUS_MESSAGES = {
     503: BUSY_MESSAGE, 502: "bad gateway", 504: "gateway timeout", 429: "too many requests",
 }
 _KEEP_ALIVE_S = 300.0
+_SHUTDOWN_ROUNDS = 20
+_log = logging.getLogger("streamkit")
 
 Handler = Callable[[Conn, Request], Awaitable[None]]
 
@@ -81,6 +84,7 @@ class Service:
         self.models = Models(config, counters)
         self.started = time.time()
         self.conns: Set[Conn] = set()
+        self.closing = False
         self.tasks: Set[asyncio.Task[None]] = set()
         self._ids = 0
         self.routes: Dict[str, Dict[str, Handler]] = {
@@ -102,6 +106,9 @@ class Service:
     # -- connections ------------------------------------------------------------------
     def open(self, conn: Conn) -> None:
         self.conns.add(conn)
+        if self.closing:
+            conn.abort()
+            return
         task = asyncio.get_running_loop().create_task(self._serve(conn))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
@@ -123,20 +130,32 @@ class Service:
                 await self._dispatch(conn, req)
                 if not req.keep_alive:
                     break
+        except Exception:  # a bug here must not take the server down: log, drop the client
+            _log.exception("emulator: error while serving a request")
+            conn.abort()
         finally:
             conn.close()
 
     async def shutdown(self) -> None:
-        """Abort every connection and end every task (called once by stop())."""
-        for conn in list(self.conns):
-            conn.abort()
-        self.models.cancel_loads()
-        tasks = list(self.tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        for _ in range(3):  # let transports run their connection_lost callbacks
-            await asyncio.sleep(0)
+        """Abort every connection and end every task (called once by stop()).
+
+        Repeats until quiet: a connection accepted while shutting down is
+        aborted by :meth:`open`, and its transport needs a loop turn to close.
+        """
+        self.closing = True
+        for _ in range(_SHUTDOWN_ROUNDS):
+            for conn in list(self.conns):
+                conn.abort()
+            self.models.cancel_loads()
+            current = asyncio.current_task()
+            tasks = [t for t in asyncio.all_tasks() if t is not current]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for _ in range(3):  # let transports run their connection_lost callbacks
+                await asyncio.sleep(0)
+            if not self.conns and not tasks:
+                return
 
     async def _dispatch(self, conn: Conn, req: Request) -> None:
         self.counters.add("requests")
@@ -268,8 +287,7 @@ class Service:
         stream = body.get("stream", not kind.openai) is not False
         job = Job(conn=conn, render=self._render(kind, model, body),
                   exp=expected(model, body, self.config), config=self.config,
-                  counters=self.counters, fault=fault, keep_alive=req.keep_alive,
-                  request_ns=request_ns, load_ns=0)
+                  counters=self.counters, fault=fault, request_ns=request_ns, load_ns=0)
         await self._generate(conn, req, kind, model, job, stream)
 
     async def _pre_fault(self, conn: Conn, req: Request, kind: _Inference, fault: Fault) -> bool:

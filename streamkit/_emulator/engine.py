@@ -39,7 +39,6 @@ class Job:
     config: EmulatorConfig
     counters: Counters
     fault: Optional[Fault]
-    keep_alive: bool
     request_ns: int      # perf_counter_ns when the request was parsed
     load_ns: int         # time spent getting the model ("runner")
     start: float = 0.0   # loop time when generation began
@@ -103,7 +102,7 @@ class _Writer:
             data = head(200, [("Content-Type", self.job.render.content_type),
                               ("Transfer-Encoding", "chunked")]) + data
         self.job.conn.write(data)
-        self.job.counters.add("chunks_sent", sum(1 for line in lines if line.strip()))
+        self.job.counters.add("chunks_sent", sum(1 for line in lines if line != b"\n"))
         return await self.job.conn.drain()
 
 
@@ -168,7 +167,7 @@ async def _finish(job: Job, writer: _Writer, first_ns: int, last_ns: int, gen_ns
     trailer = render.trailer()
     stamp = time.perf_counter_ns() if job.config.stamp else 0
     if not (nodone and not trailer):
-        lines.append(render.done(created_at(), job.exp.done_reason, metrics, stamp))
+        lines += render.done(created_at(), job.exp.done_reason, metrics, stamp)
     if trailer and not nodone:
         lines.append(trailer)
     if not await writer.send(lines):

@@ -52,7 +52,9 @@ class Render:
     def thinking(self, created: bytes, piece: bytes, stamp: int) -> bytes:
         raise NotImplementedError
 
-    def done(self, created: bytes, reason: str, metrics: Dict[str, int], stamp: int) -> bytes:
+    def done(self, created: bytes, reason: str, metrics: Dict[str, int],
+             stamp: int) -> List[bytes]:
+        """The record(s) that end a successful stream (before the trailer)."""
         raise NotImplementedError
 
     def error_line(self, created: bytes, message: str) -> bytes:
@@ -120,11 +122,12 @@ class NativeRender(Render):
         obj.update((k, v) for k, v in metrics.items() if v)  # Go omitempty
         return obj
 
-    def done(self, created: bytes, reason: str, metrics: Dict[str, int], stamp: int) -> bytes:
+    def done(self, created: bytes, reason: str, metrics: Dict[str, int],
+             stamp: int) -> List[bytes]:
         obj = self._final(created, "", "", reason, metrics)
         if stamp:
             obj["_sent_ns"] = stamp
-        return go_dumps(obj) + b"\n"
+        return [go_dumps(obj) + b"\n"]
 
     def single(self, created: bytes, text: str, thinking: str, reason: str,
                metrics: Dict[str, int]) -> bytes:
@@ -211,14 +214,15 @@ class ChatCompletionRender(_OpenAIRender):
         # and no [DONE].
         return self._delta(b'"content":""', 0)
 
-    def done(self, created: bytes, reason: str, metrics: Dict[str, int], stamp: int) -> bytes:
+    def done(self, created: bytes, reason: str, metrics: Dict[str, int],
+             stamp: int) -> List[bytes]:
         finish: Dict[str, Any] = {**self._base(), "choices": [
             {"index": 0, "delta": {}, "finish_reason": reason}]}
         if stamp:
             finish["_sent_ns"] = stamp
-        out = self._event(finish)
+        out = [self._event(finish)]
         if self.include_usage:
-            out += self.usage_event(metrics)
+            out.append(self.usage_event(metrics))
         return out
 
     def single(self, created: bytes, text: str, thinking: str, reason: str,
@@ -256,10 +260,11 @@ class CompletionRender(_OpenAIRender):
     def error_line(self, created: bytes, message: str) -> bytes:
         return self._text(b'""', b"null", 0)
 
-    def done(self, created: bytes, reason: str, metrics: Dict[str, int], stamp: int) -> bytes:
-        out = self._text(b'""', go_str(reason), stamp)
+    def done(self, created: bytes, reason: str, metrics: Dict[str, int],
+             stamp: int) -> List[bytes]:
+        out = [self._text(b'""', go_str(reason), stamp)]
         if self.include_usage:
-            out += self.usage_event(metrics)
+            out.append(self.usage_event(metrics))
         return out
 
     def single(self, created: bytes, text: str, thinking: str, reason: str,

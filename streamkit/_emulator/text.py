@@ -157,7 +157,7 @@ def _rng_for(model: str, view: RequestView, config: EmulatorConfig) -> random.Ra
 
 
 def _words(rng: random.Random, count: int, exotic: bool) -> List[str]:
-    pool = _WORDS + _EXOTIC if exotic else _WORDS
+    pool = _WORDS + _EXOTIC * 4 if exotic else _WORDS  # exotic: ~20% odd tokens
     words = rng.choices(pool, k=count)
     for i in range(3, count, 7):  # some punctuation, deterministically placed
         words[i] = rng.choice(_PUNCT)

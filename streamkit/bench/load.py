@@ -17,6 +17,7 @@ process run the same code (see :func:`run_sharded`).
 
 from __future__ import annotations
 
+import gc
 import itertools
 import multiprocessing
 import random
@@ -227,12 +228,19 @@ def run_plan(send: SendFn, plan: LoadPlan, *, base_ns: Optional[int] = None,
     the send function stops the run and is re-raised here.
     """
     stop = stop or threading.Event()
+    # Collect now and freeze what survives, so a full collection of earlier
+    # garbage (a previous phase's records) cannot stall the measured threads.
+    gc.collect()
+    gc.freeze()
     base = base_ns if base_ns is not None else time.perf_counter_ns()
     wall0, cpu0 = time.perf_counter(), time.process_time()
-    if plan.open_loop:
-        records = _run_open(send, plan, base, stop)
-    else:
-        records = _run_closed(send, plan, base, stop)
+    try:
+        if plan.open_loop:
+            records = _run_open(send, plan, base, stop)
+        else:
+            records = _run_closed(send, plan, base, stop)
+    finally:
+        gc.unfreeze()
     wall = time.perf_counter() - wall0
     share = (time.process_time() - cpu0) / wall if wall > 0 else 0.0
     return RunOutcome(records=records, base_ns=base, cpu_share=[share])
@@ -276,9 +284,10 @@ def split_plan(plan: LoadPlan, shards: int) -> List[LoadPlan]:
     return out
 
 
-def _shard_main(factory: SenderFactory, factory_arg: Any, plan: LoadPlan, conn: Any,
-                shard: int) -> None:
-    """Child process: build a sender, report ready, run on the parent's base, send records."""
+def _shard_main(factory: SenderFactory, factory_arg: Any, plan: LoadPlan,
+                warmup: Optional[LoadPlan], conn: Any, shard: int) -> None:
+    """Child process: build a sender, warm up, report ready, run on the parent's base,
+    send the records back."""
     try:
         send, close = factory(factory_arg)
     except BaseException as exc:
@@ -286,12 +295,14 @@ def _shard_main(factory: SenderFactory, factory_arg: Any, plan: LoadPlan, conn: 
         conn.close()
         return
     try:
+        warm = run_plan(send, warmup).records if warmup is not None else []
         conn.send(("ready", None))
         base_ns = conn.recv()
         outcome = run_plan(send, plan, base_ns=base_ns)
-        for r in outcome.records:
+        records = warm + outcome.records
+        for r in records:
             r.process = shard
-        conn.send(("done", (outcome.records, outcome.cpu_share[0])))
+        conn.send(("done", (records, outcome.cpu_share[0])))
     except BaseException as exc:
         conn.send(("error", f"{type(exc).__name__}: {exc}"))
     finally:
@@ -302,7 +313,10 @@ def _shard_main(factory: SenderFactory, factory_arg: Any, plan: LoadPlan, conn: 
 def _expect(conn: Any, kind: str, timeout: Optional[float]) -> Any:
     if timeout is not None and not conn.poll(timeout):
         raise StreamkitError(f"bench shard did not report {kind!r} within {timeout:.0f} s")
-    got, payload = conn.recv()
+    try:
+        got, payload = conn.recv()
+    except EOFError:
+        raise StreamkitError("a bench shard process died before reporting") from None
     if got == "error":
         raise StreamkitError(f"bench shard failed: {payload}")
     if got != kind:
@@ -311,12 +325,15 @@ def _expect(conn: Any, kind: str, timeout: Optional[float]) -> Any:
 
 
 def run_sharded(factory: SenderFactory, factory_arg: Any, plan: LoadPlan,
-                processes: int) -> RunOutcome:
+                processes: int, *, warmup: Optional[LoadPlan] = None) -> RunOutcome:
     """Run ``plan`` split over ``processes`` child processes on one absolute base.
 
+    ``warmup`` (split the same way) runs in each shard before it reports
+    ready; its records come back flagged as warm-up (plan.warmup).
     ``factory(factory_arg) -> (send, close)`` must be a module-level function
-    and ``factory_arg`` picklable (children are spawned, not forked: forking a
-    process that owns threads is unsafe). Every child reports ready before
+    and ``factory_arg`` picklable. Children are spawned, not forked (forking a
+    process that owns threads is unsafe), so a script using this needs the
+    usual ``if __name__ == "__main__":`` guard. Every child reports ready before
     the shared base time is fixed, so start-up cost is not measured. Records
     come back tagged with their shard number. ``perf_counter_ns`` is a
     system-wide monotonic clock on Linux, macOS and Windows, so stamps from
@@ -327,12 +344,14 @@ def run_sharded(factory: SenderFactory, factory_arg: Any, plan: LoadPlan,
     """
     ctx = multiprocessing.get_context("spawn")
     shards = split_plan(plan, processes)
+    warm_parts = split_plan(warmup, len(shards)) if warmup is not None else []
     procs: List[Tuple[Any, Any]] = []
     try:
         for i, part in enumerate(shards):
+            warm = warm_parts[i] if i < len(warm_parts) else None
             parent, child = ctx.Pipe()
             proc = ctx.Process(target=_shard_main, name=f"streamkit-bench-shard-{i}",
-                               args=(factory, factory_arg, part, child, i), daemon=True)
+                               args=(factory, factory_arg, part, warm, child, i), daemon=True)
             proc.start()
             child.close()
             procs.append((proc, parent))

@@ -237,29 +237,55 @@ def _warmup_plan(plan: LoadPlan, count: int) -> LoadPlan:
     return replace(plan, requests=count, duration=None, first_index=-count, warmup=True)
 
 
-def _run_phase(config: BenchConfig, host: str, plan: LoadPlan, stop: threading.Event,
-               *, shard: bool) -> RunOutcome:
-    """Run ``plan`` through a fresh Sender, or over config.processes shard processes."""
+def _measure(config: BenchConfig, host: str, plan: LoadPlan, warmup: Optional[LoadPlan],
+             stop: threading.Event) -> RunOutcome:
+    """Warm-up then the measured plan on the same connections (or in each shard).
+
+    The returned records hold both phases (warm-up flagged); ``base_ns`` is
+    the measured phase's schedule zero.
+    """
     args = config.sender_args(host, _streams(plan))
-    if shard and config.processes > 1:
-        return run_sharded(make_sender, args, plan, config.processes)
+    if config.processes > 1:
+        return run_sharded(make_sender, args, plan, config.processes, warmup=warmup)
     with Sender(args) as sender:
         try:
-            return run_plan(sender.send, plan, stop=stop)
+            warm = run_plan(sender.send, warmup, stop=stop).records if warmup else []
+            outcome = run_plan(sender.send, plan, stop=stop)
         except BaseException:
             stop.set()
             sender.cancel_all()
             raise
+    outcome.records = warm + outcome.records
+    return outcome
 
 
-def _calibration_tps(config: BenchConfig, emulator: Any,
-                     warm: List[RequestRecord]) -> float:
-    """Calibrate at the server's pace: the emulator's, else the warm-up's, else 50 tok/s."""
+def _pace_of(records: List[RequestRecord]) -> Optional[Tuple[float, float]]:
+    """Median client decode rate (tok/s) and TTFT (s) of the successful records."""
+    derived = [derive(r) for r in records if r.ok and not r.warmup]
+    rates = [d["client_tps"] for d in derived if d["client_tps"]]
+    ttfts = [d["ttft_ms"] for d in derived if d["ttft_ms"] is not None]
+    if not rates or not ttfts:
+        return None
+    return float(statistics.median(rates)), float(statistics.median(ttfts)) / 1000.0
+
+
+def _probe(config: BenchConfig, host: str) -> Optional[Tuple[float, float]]:
+    """Decode rate and TTFT of one request, to calibrate at the server's pace."""
+    with Sender(config.sender_args(host, 1)) as sender:
+        records = run_plan(sender.send, LoadPlan(requests=1, first_index=-1)).records
+    return _pace_of(records)
+
+
+def _calibration_pace(config: BenchConfig, host: str, emulator: Any,
+                      previous: List[PointResult]) -> Tuple[float, float]:
+    """(tokens/s, first-token delay in s) for the calibration emulator: the built-in
+    emulator's settings, else the last point's medians, else one probe request's,
+    else 50 tok/s and no delay."""
     paced = float(getattr(emulator, "tokens_per_second", 0.0) or 0.0)
     if paced > 0:
-        return paced
-    rates = [v for v in (derive(r).get("client_tps") for r in warm if r.ok) if v]
-    return float(statistics.median(rates)) if rates else BUILTIN_TOKENS_PER_SECOND
+        return paced, float(getattr(emulator, "first_token_delay", 0.0))
+    pace = _pace_of(previous[-1].records) if previous else None
+    return pace or _probe(config, host) or (BUILTIN_TOKENS_PER_SECOND, 0.0)
 
 
 def load_model(config: BenchConfig, host: str) -> Dict[str, Any]:
@@ -312,9 +338,11 @@ def run_bench(config: BenchConfig, *,
         if config.load_model:
             status(f"loading {config.model} ...")
             loaded = load_model(config, host)
-        results = []
+        results: List[PointResult] = []
         for label, plan in plans(config):
-            result = _run_point(config, host, emulator, label, plan, stop, status)
+            pace = (_calibration_pace(config, host, emulator, results) if config.calibrate
+                    else (0.0, 0.0))
+            result = _run_point(config, host, pace, label, plan, stop, status)
             results.append(result)
             if on_point is not None:
                 on_point(result)
@@ -324,30 +352,30 @@ def run_bench(config: BenchConfig, *,
                     started_at=started_at, duration_s=time.perf_counter() - t0)
 
 
-def _run_point(config: BenchConfig, host: str, emulator: Any, label: str, plan: LoadPlan,
-               stop: threading.Event, status: Callable[[str], None]) -> PointResult:
-    warm: List[RequestRecord] = []
-    if config.warmup:
-        status(f"{label}: warming up ({config.warmup} requests) ...")
-        warm = _run_phase(config, host, _warmup_plan(plan, config.warmup), stop,
-                          shard=False).records
+def _run_point(config: BenchConfig, host: str, pace: Tuple[float, float], label: str,
+               plan: LoadPlan, stop: threading.Event,
+               status: Callable[[str], None]) -> PointResult:
     calibration = None
     if config.calibrate:
-        status(f"{label}: calibrating the client floor at this load ...")
-        calibration = calibrate(plan, tokens_per_second=_calibration_tps(config, emulator, warm),
-                                processes=config.processes, timeouts=config.timeouts,
-                                in_process=config.emulator_in_process)
-    status(f"{label}: measuring ...")
-    outcome = _run_phase(config, host, plan, stop, shard=True)
-    summary = summarize(warm + outcome.records, label=label,
+        tps, delay = pace
+        status(f"{label}: calibrating the client floor at this load ({tps:.0f} tok/s, "
+               f"{delay * 1000:.0f} ms to the first token) ...")
+        calibration = calibrate(plan, tokens_per_second=tps, first_token_delay=delay,
+                                processes=config.processes,
+                                timeouts=config.timeouts, in_process=config.emulator_in_process)
+    warmup = _warmup_plan(plan, config.warmup) if config.warmup else None
+    status(f"{label}: measuring" + (f" after {config.warmup} warm-up requests" if warmup else "")
+           + " ...")
+    outcome = _measure(config, host, plan, warmup, stop)
+    summary = summarize(outcome.records, label=label,
                         mode="open" if plan.open_loop else "closed",
                         concurrency=None if plan.open_loop else plan.concurrency,
                         rate=plan.rate, base_ns=outcome.base_ns, slo=config.slo,
                         client_cpu=max(outcome.cpu_share) if outcome.cpu_share else None,
                         processes=config.processes)
     warnings = health_warnings(summary, outcome.records, calibration, plan)
-    return PointResult(summary=summary, records=warm + outcome.records,
-                       base_ns=outcome.base_ns, calibration=calibration, warnings=warnings)
+    return PointResult(summary=summary, records=outcome.records, base_ns=outcome.base_ns,
+                       calibration=calibration, warnings=warnings)
 
 
 def health_warnings(summary: PointSummary, records: List[RequestRecord],

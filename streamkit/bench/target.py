@@ -15,11 +15,14 @@ not a server sharing the client's interpreter lock.
 from __future__ import annotations
 
 import contextlib
-import multiprocessing
+import pickle
+import queue
 import random
+import subprocess
+import sys
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, Union
+from typing import IO, Any, Dict, Iterator, List, Mapping, Optional, Tuple, Union
 
 from ..config import RetryPolicy, Timeouts
 from ..errors import ConfigError, ResponseError, StreamkitError
@@ -247,32 +250,50 @@ def make_sender(args: SenderArgs) -> Tuple[SendFn, Any]:
 
 # --- the built-in emulator in a child process -----------------------------------
 
+# The child is a fresh interpreter started with -c (not multiprocessing), so a
+# caller's script is never re-imported. It reads sys.path and the pickled
+# EmulatorConfig from stdin, prints the URL, and serves until stdin closes.
+_CHILD_CODE = ("import pickle, sys; sys.path[:0] = pickle.load(sys.stdin.buffer); "
+               "from streamkit.bench.target import _emulator_child; _emulator_child()")
 
-def _emulator_main(config: Any, conn: Any) -> None:
+
+def _emulator_child() -> None:
+    """Entry point of the emulator child process (see _CHILD_CODE)."""
+    import pickle
+    import sys
+
     from ..emulator import Emulator
 
+    config = pickle.load(sys.stdin.buffer)
+    with Emulator(config) as emulator:
+        sys.stdout.write(f"{emulator.url}\n")
+        sys.stdout.flush()
+        sys.stdin.buffer.read()  # EOF: the parent is done (or gone)
+
+
+def _read_line(stream: IO[bytes], timeout: float) -> bytes:
+    """One line from a pipe, waiting at most ``timeout`` (a helper thread does the read)."""
+    box: queue.Queue[bytes] = queue.Queue()
+    reader = threading.Thread(target=lambda: box.put(stream.readline()),
+                              name="streamkit-bench-emulator-url", daemon=True)
+    reader.start()
     try:
-        with Emulator(config) as emulator:
-            conn.send(("url", emulator.url))
-            with contextlib.suppress(EOFError):
-                conn.recv()  # parent says stop, or went away
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            conn.send(("error", f"{type(exc).__name__}: {exc}"))
-    finally:
-        conn.close()
+        return box.get(timeout=timeout)
+    except queue.Empty:
+        return b""
 
 
 @contextlib.contextmanager
 def emulator_process(config: Any, *, in_process: bool = False) -> Iterator[str]:
     """Run an Emulator(config) and yield its base URL; stop it on exit.
 
-    By default it runs in a spawned child process (a separate interpreter,
-    as a real server would be). ``in_process=True`` runs it on a thread here.
+    By default it runs in a child interpreter (``python -c``), as a real
+    server would, so it does not compete with the client for the GIL.
+    ``in_process=True`` runs it on a thread here instead.
 
     Raises:
         StreamkitError: the emulator did not start within
-            EMULATOR_START_TIMEOUT_S (or reported an error).
+            EMULATOR_START_TIMEOUT_S (its stderr is in the message).
     """
     if in_process:
         from ..emulator import Emulator
@@ -280,28 +301,36 @@ def emulator_process(config: Any, *, in_process: bool = False) -> Iterator[str]:
         with Emulator(config) as emulator:
             yield str(emulator.url)
         return
-    ctx = multiprocessing.get_context("spawn")
-    parent, child = ctx.Pipe()
-    proc = ctx.Process(target=_emulator_main, args=(config, child),
-                       name="streamkit-bench-emulator", daemon=True)
-    proc.start()
-    child.close()
+    proc = subprocess.Popen([sys.executable, "-c", _CHILD_CODE], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
     try:
-        if not parent.poll(EMULATOR_START_TIMEOUT_S):
-            raise StreamkitError("the built-in emulator did not start in time")
-        kind, payload = parent.recv()
-        if kind != "url":
-            raise StreamkitError(f"the built-in emulator failed to start: {payload}")
-        yield str(payload)
+        proc.stdin.write(pickle.dumps([p for p in sys.path if p]))
+        proc.stdin.write(pickle.dumps(config))
+        proc.stdin.flush()
+        url = _read_line(proc.stdout, EMULATOR_START_TIMEOUT_S).decode().strip()
+        if not url.startswith("http"):
+            proc.kill()
+            detail = proc.stderr.read().decode(errors="replace").strip().splitlines()
+            raise StreamkitError("the built-in emulator failed to start: "
+                                 + (detail[-1] if detail else "no output"))
+        yield url
     finally:
-        with contextlib.suppress(OSError):
-            parent.send("stop")
-        proc.join(10.0)
-        if proc.is_alive():
-            proc.terminate()
-            proc.join(5.0)
-        parent.close()
-        proc.close()
+        _stop_child(proc)
+
+
+def _stop_child(proc: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(OSError):
+        assert proc.stdin is not None
+        proc.stdin.close()
+    try:
+        proc.wait(10.0)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5.0)
+    for pipe in (proc.stdout, proc.stderr):
+        if pipe is not None:
+            pipe.close()
 
 
 def host_label(host: str) -> str:

@@ -72,6 +72,9 @@ class OllamaDecoder:
         self._active = False
         self._loads = _json.loads  # looked up per decoder so a benchmark can swap it
         self.done = False
+        # The chunks of the last feed/close so far: the stream layer delivers them
+        # when a later record of the same read raises.
+        self.completed: List[Chunk] = []
         self.done_reason: Optional[str] = None
         self.model: Optional[str] = None
         self.stats = Stats()
@@ -109,6 +112,7 @@ class OllamaDecoder:
 
     def _decode(self, lines: List[bytes], received_ns: int) -> List[Chunk]:
         chunks: List[Chunk] = []
+        self.completed = chunks
         for line in lines:
             obj = decode_json_line(self._loads, line)
             try:

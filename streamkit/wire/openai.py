@@ -99,6 +99,9 @@ class OpenAIDecoder:
         self._data: List[bytes] = []  # the data lines of the event being read
         self._data_len = 0
         self._calls: Dict[int, Dict[str, Any]] = {}  # tool-call fragments by index
+        # The chunks of the last feed/close so far: the stream layer delivers them
+        # when a later record of the same read raises.
+        self.completed: List[Chunk] = []
         self.done = False
         self.done_reason: Optional[str] = None
         self.model: Optional[str] = None
@@ -128,6 +131,7 @@ class OpenAIDecoder:
 
     def _lines(self, lines: List[bytes], received_ns: int) -> List[Chunk]:
         chunks: List[Chunk] = []
+        self.completed = chunks
         for line in lines:
             if not line:  # a blank line ends the event
                 if self._data:

@@ -12,11 +12,11 @@ from __future__ import annotations
 from typing import Dict, List
 
 import pytest
-from realserver import GREEDY, RealServer
+from realserver import GREEDY, REAL_TEST_TIMEOUT_S, RealServer
 
 import streamkit as sk
 
-pytestmark = pytest.mark.real
+pytestmark = [pytest.mark.real, pytest.mark.timeout(REAL_TEST_TIMEOUT_S)]
 
 PROMPTS = {
     "colors": "Name three colors.",
@@ -24,7 +24,7 @@ PROMPTS = {
     "fruit": "Name three fruits.",
     "cities": "Name three cities.",
 }
-NUM_PREDICT = 24
+NUM_PREDICT = 16
 
 
 def _requests(model: str) -> List[sk.ChatRequest]:
@@ -33,7 +33,6 @@ def _requests(model: str) -> List[sk.ChatRequest]:
             for key, prompt in PROMPTS.items()]
 
 
-@pytest.mark.timeout(120)
 def test_four_concurrent_streams_all_complete(real_server: RealServer) -> None:
     offset = real_server.log_offset()
     with real_server.client() as client, sk.Dispatcher(client, workers=4) as dispatcher:
@@ -51,7 +50,6 @@ def test_four_concurrent_streams_all_complete(real_server: RealServer) -> None:
     real_server.wait_for_log(r"llama_perf_context_print:\s+eval time", offset, count=4)
 
 
-@pytest.mark.timeout(120)
 def test_concurrent_results_match_sequential_ones(real_server: RealServer) -> None:
     """Interleaving on the wire changes nothing: greedy text equals a lone run's."""
     requests = _requests(real_server.model)

@@ -13,9 +13,9 @@ import urllib.request
 from typing import Any, Dict, List
 
 import pytest
-from realserver import RealServer, tool
+from realserver import REAL_TEST_TIMEOUT_S, RealServer, tool
 
-pytestmark = pytest.mark.real
+pytestmark = [pytest.mark.real, pytest.mark.timeout(REAL_TEST_TIMEOUT_S)]
 
 
 def _post_sse(url: str, body: Dict[str, Any]) -> List[str]:

@@ -9,11 +9,11 @@ from __future__ import annotations
 from typing import List, Tuple
 
 import pytest
-from realserver import GREEDY, RealServer
+from realserver import GREEDY, REAL_TEST_TIMEOUT_S, RESULT_TIMEOUT_S, RealServer
 
 import streamkit as sk
 
-pytestmark = pytest.mark.real
+pytestmark = [pytest.mark.real, pytest.mark.timeout(REAL_TEST_TIMEOUT_S)]
 
 NUM_PREDICT = 32
 COLORS = [{"role": "user", "content": "Name three colors."}]
@@ -25,7 +25,7 @@ def _chat(real_server: RealServer, **options: object) -> Tuple[List[sk.Chunk], s
                              options={"num_predict": NUM_PREDICT, **GREEDY, **options})
         with stream:
             chunks: List[sk.Chunk] = list(stream)
-            result = stream.result(timeout=60)
+            result = stream.result(timeout=RESULT_TIMEOUT_S)
     _check_chunks(chunks, result)
     return chunks, result
 
@@ -58,7 +58,7 @@ def test_chat_streams_real_tokens(real_server: RealServer) -> None:
 
 
 def test_same_greedy_request_gives_the_same_text(real_server: RealServer) -> None:
-    assert _chat(real_server)[1].text == _chat(real_server)[1].text
+    assert _chat(real_server, num_predict=16)[1].text == _chat(real_server, num_predict=16)[1].text
 
 
 def test_stop_option_maps_across(real_server: RealServer) -> None:
@@ -73,7 +73,7 @@ def test_completions_stream_real_tokens(real_server: RealServer) -> None:
                                  options={"num_predict": 16, **GREEDY})
         with stream:
             chunks = list(stream)
-            result = stream.result(timeout=60)
+            result = stream.result(timeout=RESULT_TIMEOUT_S)
     _check_chunks(chunks, result)
     assert len(result.text.split()) >= 3  # real words, not one stray token
     assert result.done_reason == "length"
@@ -91,7 +91,7 @@ def test_text_and_get_work_on_a_real_stream(real_server: RealServer) -> None:
         pieces = []
         with second:
             while True:
-                chunk = second.get(timeout=30)
+                chunk = second.get(timeout=RESULT_TIMEOUT_S)
                 if chunk is None:
                     assert second.done
                     break

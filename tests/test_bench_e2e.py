@@ -1,0 +1,141 @@
+"""streamkit bench against the emulator: the acceptance checks of the bench issue.
+
+Each test keeps its load small (a few requests, 32 tokens or fewer) so the
+module stays fast; heavier measurements live in benchmarks/bench_selfcheck.py.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from typing import Any
+
+import pytest
+
+from streamkit.bench import BenchConfig, SUMMARY_COLUMNS, run_bench
+from streamkit.cli import main
+from streamkit.emulator import EmulatorConfig
+
+TPS = 50.0
+DELAY = 0.3
+
+
+def paced(**changes: Any) -> EmulatorConfig:
+    settings = dict(tokens_per_second=TPS, first_token_delay=DELAY, parallel=8,
+                    response_tokens=(4096, 4096))
+    settings.update(changes)
+    return EmulatorConfig(**settings)
+
+
+def bench(emulator: EmulatorConfig, **changes: Any) -> Any:
+    settings = dict(model="demo", host="builtin", emulator=emulator, num_predict=24,
+                    calibrate=False, load_model=False)
+    settings.update(changes)
+    return run_bench(BenchConfig(**settings))
+
+
+@pytest.mark.parametrize("concurrency,requests", [(1, 3), (8, 8)])
+def test_ttft_and_tpot_match_the_emulator_pacing(concurrency: int, requests: int) -> None:
+    run = bench(paced(), concurrency=(concurrency,), requests=requests, calibrate=True)
+    point = run.points[0]
+    m = point.summary.metrics
+    assert point.summary.ok == requests
+    assert m["tpot_ms"].p50 == pytest.approx(1000 / TPS, rel=0.02)
+    floor = point.calibration.ttft_ms
+    assert floor.p50 is not None and floor.p99 is not None and 0 < floor.p50 < 100
+    # within 2% of the configured delay, plus at most the client's measured floor (its
+    # p99: the machine is shared, so contention varies between calibration and run)
+    assert 0.98 * DELAY * 1000 <= m["ttft_ms"].p50 <= 1.02 * DELAY * 1000 + floor.p99
+    assert m["eval_rate"].p50 == pytest.approx(TPS, rel=0.02)
+    assert point.calibration.lag_ms.count > 0  # the stamped emulator was measured
+
+
+def test_open_loop_overload_shows_latency_from_the_schedule() -> None:
+    # one slot, ~0.2 s per request (capacity ~5/s), 10/s offered, client capped at 1
+    emulator = paced(parallel=1, first_token_delay=0.02)
+    run = bench(emulator, rates=(10.0,), max_concurrency=1, requests=12, num_predict=10)
+    point = run.points[0]
+    m = point.summary.metrics
+    assert point.summary.ok == 12
+    assert m["e2e_ms"].max < 1.3 * m["e2e_ms"].p50        # from send: flat
+    assert m["sched_e2e_ms"].max > 3 * m["e2e_ms"].p50    # from the schedule: grows
+    assert m["queue_ms"].max > 800
+    text = " ".join(point.warnings)
+    assert "offered load exceeds capacity" in text
+    assert "achieved send rate" in text
+
+
+def test_open_loop_overload_without_client_cap_shows_server_queueing() -> None:
+    emulator = paced(parallel=1, first_token_delay=0.02)
+    run = bench(emulator, rates=(10.0,), requests=10, num_predict=10)
+    point = run.points[0]
+    m = point.summary.metrics
+    assert m["queue_ms"].max < 100          # sent on time ...
+    assert m["ttft_ms"].max > 500           # ... but the server made them wait
+    assert any("TTFT grows" in w for w in point.warnings)
+
+
+def test_thinking_stream_ttft_counts_thinking_ttfc_waits_for_content() -> None:
+    run = bench(paced(think_tokens=8), think=True, requests=2)
+    m = run.points[0].summary.metrics
+    assert m["ttft_ms"].p50 == pytest.approx(DELAY * 1000, abs=30)
+    assert m["ttfc_ms"].p50 - m["ttft_ms"].p50 == pytest.approx(8 * 1000 / TPS, abs=15)
+
+
+def test_multi_token_chunks_keep_tpot_and_show_chunk_gaps() -> None:
+    run = bench(paced(tokens_per_chunk=4), requests=2, num_predict=32)
+    m = run.points[0].summary.metrics
+    assert m["tpot_ms"].p50 == pytest.approx(1000 / TPS, rel=0.02)
+    assert m["icl_ms"].p50 == pytest.approx(4 * 1000 / TPS, rel=0.05)
+    assert m["tokens_per_chunk"].p50 == pytest.approx(4.0)
+
+
+def test_two_processes_match_one_on_a_light_load() -> None:
+    one = bench(paced(first_token_delay=0.1), concurrency=(4,), requests=8, num_predict=16)
+    two = bench(paced(first_token_delay=0.1), concurrency=(4,), requests=8, num_predict=16,
+                processes=2)
+    a, b = one.points[0].summary, two.points[0].summary
+    assert b.ok == 8 and b.processes == 2
+    assert {r.process for r in two.points[0].records} == {0, 1}
+    assert b.metrics["tpot_ms"].p50 == pytest.approx(a.metrics["tpot_ms"].p50, rel=0.02)
+    assert b.metrics["ttft_ms"].p50 == pytest.approx(a.metrics["ttft_ms"].p50, abs=15)
+    assert b.output_tokens == a.output_tokens
+
+
+def test_warmup_and_server_errors_are_reported_apart() -> None:
+    emulator = paced(first_token_delay=0.0, faults="status:503,every=3")
+    run = bench(emulator, requests=6, warmup=2, num_predict=4)
+    s = run.points[0].summary
+    assert s.warmup_excluded == 2 and s.requests == 6
+    assert s.busy_503 >= 1 and s.errors.get("ServerBusy") == s.busy_503
+    assert any("503" in w for w in run.points[0].warnings)
+
+
+def test_cli_bench_writes_files_and_compare_reads_them(tmp_path: Any, capsys: Any) -> None:
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("why is the sky blue?\nname three rivers\n")
+    outs = []
+    for name in ("a", "b"):
+        out = str(tmp_path / name)
+        code = main(["bench", "--host", "builtin", "-m", "demo", "--requests", "2",
+                     "--num-predict", "4", "--prompt-file", str(prompts), "--no-calibrate",
+                     "--slo", "ttft=1000", "--out", out, "--no-plot", "-q"])
+        assert code == 0
+        outs.append(out)
+    printed = capsys.readouterr().out
+    assert "concurrency 1" in printed and "goodput" in printed
+    for name in ("run.json", "requests.jsonl", "summary.csv"):
+        assert os.path.getsize(os.path.join(outs[0], name)) > 0
+    with open(os.path.join(outs[0], "summary.csv"), newline="") as fh:
+        assert tuple(next(csv.reader(fh))) == SUMMARY_COLUMNS
+    assert main(["bench", "compare", *outs]) == 0
+    table = capsys.readouterr().out
+    assert table.count("concurrency 1") == 2 and "vs " in table
+
+
+def test_cli_bench_usage_errors(capsys: Any) -> None:
+    assert main(["bench"]) == 2
+    assert "needs a model" in capsys.readouterr().err
+    assert main(["bench", "compare", "/nonexistent/run"]) == 2
+    with pytest.raises(SystemExit):
+        main(["bench", "-m", "x", "--concurrency", "0"])
