@@ -152,13 +152,14 @@ def part_b(args: argparse.Namespace) -> None:
     with emulator_process("--tokens-per-second", "50", "--parallel", parallel,
                           "--stamp") as url:
         measure_lag(url, 4, 10)  # warm-up
-        print(f"(b) client-added lag, streams paced at 50 tokens/s, {args.tokens} tokens each")
-        for streams in counts:
+        print(f"(b) client-added lag, streams paced at 50 tokens/s, up to {args.tokens} "
+              f"tokens each (the emulator's text length caps it)")
+        for streams in [4, *counts]:  # 4 streams: this machine's floor right now
             rows = [measure_lag(url, streams, args.tokens) for _ in range(args.lag_rounds)]
             p50 = statistics.median(r["p50"] for r in rows)
             p99 = statistics.median(r["p99"] for r in rows)
             worst = max(r["max"] for r in rows)
-            target = 2.0 if streams <= 64 else 5.0
+            target = 2.0 if streams <= 64 else 5.0  # the 4-stream row is the floor
             print(f"    {streams:4d} streams: {rows[0]['chunks']:6d} chunks/run  "
                   f"p50 {p50:6.3f} ms  p99 {p99:6.3f} ms  max {worst:6.2f} ms  "
                   f"(target p99 <= {target:.0f} ms; failed {sum(r['failed'] for r in rows)})",
@@ -176,7 +177,9 @@ def main() -> None:
     parser.add_argument("--streams", default="64,128")
     parser.add_argument("--lag-rounds", type=int, default=3)
     args = parser.parse_args()
-    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, streamkit {sk.__version__}")
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average {load}, "
+          f"streamkit {sk.__version__}")
     if args.part in ("a", "all"):
         part_a(argparse.Namespace(**{**vars(args), "tokens": args.tokens or 8}))
     if args.part in ("b", "all"):

@@ -127,6 +127,11 @@ class HostRouter:
     def urls(self) -> List[str]:
         return list(self._hosts)
 
+    @property
+    def max_parallel(self) -> int:
+        """The largest per-host parallel limit."""
+        return max(h.limit for h in self._hosts.values())
+
     def acquire(self, tried: Sequence[str], cancel: threading.Event) -> str:
         """Reserve a slot on the best usable host and return its base URL.
 

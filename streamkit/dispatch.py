@@ -344,12 +344,28 @@ class Dispatcher:
             if self._owns_client:
                 client.close()
             raise
+        if not self._owns_client:
+            self._check_pool(client)
         self._work: queue.SimpleQueue[Optional[_Job]] = queue.SimpleQueue()
         self._threads: List[threading.Thread] = []
         self._live: Set[_Job] = set()
         self._closed = False
         # Guards _closed, _threads and _live; notified when _live empties.
         self._lock = threading.Condition(threading.Lock())
+
+    def _check_pool(self, client: Client) -> None:
+        """Warn when a caller's Client keeps fewer connections per host than can run at once.
+
+        urllib3 would then open (and discard, with a "Connection pool is
+        full" warning) a new connection for every request over the limit.
+        """
+        per_host = self.workers if self._router is None else min(
+            self.workers, self._router.max_parallel)
+        pool = getattr(getattr(client, "transport", None), "_pool_size", per_host)
+        if isinstance(pool, int) and pool < per_host:
+            logger.warning("Client(pool_size=%d) is smaller than the %d streams the "
+                           "Dispatcher may run on one host; pass pool_size=%d to the Client "
+                           "so connections are reused", pool, per_host, per_host)
 
     @property
     def client(self) -> Client:

@@ -278,32 +278,41 @@ class _Worker:
                 self._sink(c)
 
     def _account(self, chunks: List[Chunk]) -> None:
-        """Record delivered text, tool calls and timing (under the lock)."""
-        timing = self._timing
-        for c in chunks:
-            if c.text:
-                self._texts.append(c.text)
-                if timing.first_content_ns is None:
-                    timing.first_content_ns = c.received_ns
-            if c.thinking:
-                self._thinking.append(c.thinking)
-            if c.tool_calls:
-                self._tool_calls.extend(c.tool_calls)
-            if c.text or c.thinking or c.tool_calls:
-                if timing.first_token_ns is None:
-                    timing.first_token_ns = c.received_ns
-                timing.last_token_ns = c.received_ns
-            if c.done:
-                timing.done_ns = c.received_ns
-        timing.chunks += len(chunks)
-        self._next_index = chunks[-1].index + 1
+        """Record delivered text, tool calls and timing (under the lock).
 
-    def finish(self, error: Optional[BaseException]) -> bool:
-        """Write the end record unless there is one; True if this call wrote it."""
+        Comprehensions over the batch rather than one loop with branches per
+        chunk: this runs for every chunk of every stream.
+        """
+        text = "".join([c.text for c in chunks])
+        thinking = "".join([c.thinking for c in chunks])
+        if text:
+            self._texts.append(text)
+        if thinking:
+            self._thinking.append(thinking)
+        tools = [call for c in chunks if c.tool_calls for call in c.tool_calls]
+        if tools:
+            self._tool_calls.extend(tools)
+        timing = self._timing
+        if text or thinking or tools:
+            if timing.first_token_ns is None:
+                timing.first_token_ns = next(c.received_ns for c in chunks if _has_token(c))
+            if text and timing.first_content_ns is None:
+                timing.first_content_ns = next(c.received_ns for c in chunks if c.text)
+            timing.last_token_ns = next(c.received_ns for c in reversed(chunks)
+                                        if _has_token(c))
+        last = chunks[-1]
+        if last.done:  # the decoder ends a batch at the done record
+            timing.done_ns = last.received_ns
+        timing.chunks += len(chunks)
+        self._next_index = last.index + 1
+
+    def finish(self, error: Optional[BaseException], result: Optional[Result] = None) -> bool:
+        """Write the end record (``result``, or one built now) unless there is one;
+        True if this call wrote it."""
         with self._lock:
             if self.end is not None:
                 return False
-            end = self.end = self._build_result(error)
+            end = self.end = result if result is not None else self._build_result(error)
             self.ended.set()
             self._items.notify_all()
             self._space.notify_all()
@@ -390,10 +399,12 @@ class _Worker:
         A stream that has ended is left alone: its worker may be reading the
         last bytes of the body so that the connection can be reused.
         """
-        if self.end is not None:
+        # End first, then shut the socket: the worker, woken by the shutdown,
+        # would otherwise race this call to write the end record.
+        if not self.finish(Cancelled()):
             return False
         self.token.cancel()
-        return self.finish(Cancelled())
+        return True
 
     # -- the worker ----------------------------------------------------------
     def run(self, sink: Optional[Sink] = None) -> None:
@@ -419,10 +430,8 @@ class _Worker:
                 self.finish(error)
                 raise
         finally:
-            wrote = self.finish(error)
+            self.finish(error, self._store() if error is None else None)
             self._cleanup(error)
-            if wrote and error is None and self._cached is None:
-                self._store()
 
     def _classify(self, exc: BaseException) -> BaseException:
         if self.token.cancelled and not isinstance(exc, Cancelled):
@@ -630,13 +639,18 @@ class _Worker:
                             done=True)])
         return True
 
-    def _store(self) -> None:
-        if self._cache is None or self.end is None:
-            return
+    def _store(self) -> Optional[Result]:
+        """Put a successful Result in the cache before it is published, so a
+        request made once ``result()`` returned finds it; returns that Result."""
+        if self._cache is None or self._cached is not None or self.end is not None:
+            return None
+        with self._lock:
+            result = self._build_result(None)
         try:
-            self._cache.put(self.request, self.end)
+            self._cache.put(self.request, result)
         except Exception:
             logger.warning("response cache store failed", exc_info=True)
+        return result
 
     def _cleanup(self, error: Optional[BaseException]) -> None:
         response = self._response
@@ -672,6 +686,10 @@ def _drain(response: Response) -> None:
             pass
     except StreamkitError:
         pass  # extra data or a slow end: the connection is closed instead
+
+
+def _has_token(c: Chunk) -> bool:
+    return bool(c.text or c.thinking or c.tool_calls)
 
 
 def _call_back(fn: Callable[[Result], None], result: Result) -> None:
@@ -712,7 +730,8 @@ class Stream:
     Built by ``Client.chat`` / ``generate`` (started) or by the Dispatcher
     (runs when a worker is free). Consume it from one thread at a time.
 
-    - ``for chunk in stream`` / ``async for chunk in stream``: once only;
+    - ``for chunk in stream`` / ``async for chunk in stream``: once only
+      (a partly read stream carries on; one read to its end refuses); it
       ends at the end record and raises the stream's error (StreamError,
       StreamTimeout, Cancelled, ...) with ``.partial`` set to the text
       delivered so far. Sync iteration inside a running event loop works but

@@ -233,7 +233,7 @@ class _Dechunker:
     the read holds. Holds at most one framing line between reads.
     """
 
-    __slots__ = ("_buf", "_left", "_state")
+    __slots__ = ("_buf", "_left", "_state", "error")
 
     SIZE, DATA, CRLF, TRAILER, DONE = range(5)
 
@@ -241,17 +241,38 @@ class _Dechunker:
         self._buf = b""
         self._left = 0
         self._state = self.SIZE
+        # Bad framing found after good payload in the same read: the payload
+        # is returned first, the error raised by the next feed.
+        self.error: Optional[ProtocolError] = None
 
     @property
     def finished(self) -> bool:
-        return self._state == self.DONE
+        """The body ended cleanly (the last chunk and the trailers were read)."""
+        return self._state == self.DONE and self.error is None
 
     def feed(self, data: bytes) -> bytes:
-        """The payload bytes in ``data``. Raises ProtocolError on bad framing."""
-        buf = self._buf + data if self._buf else data
+        """The payload bytes in ``data``. Raises ProtocolError on bad framing
+        (after returning the payload that came before it, if any)."""
+        if self.error is not None:
+            raise self.error
         out: List[bytes] = []
+        try:
+            self._feed(data, out)
+        except ProtocolError as exc:
+            if not any(out):
+                raise
+            self.error = exc
+            self._state = self.DONE  # nothing more is read past bad framing
+        return b"".join(out) if len(out) != 1 else out[0]
+
+    def _feed(self, data: bytes, out: List[bytes]) -> None:
+        buf = self._buf + data if self._buf else data
         pos, end = 0, len(buf)
         while pos < end and self._state != self.DONE:
+            if self._state == self.SIZE:
+                pos = self._whole_chunks(buf, pos, out)
+                if pos >= end:
+                    break
             if self._state == self.DATA:
                 take = min(self._left, end - pos)
                 out.append(buf[pos:pos + take])
@@ -277,7 +298,31 @@ class _Dechunker:
                 self._framing_line(buf[pos:nl])
                 pos = nl + 1
         self._buf = buf[pos:] if self._state != self.DONE else b""
-        return b"".join(out) if len(out) != 1 else out[0]
+
+    @staticmethod
+    def _whole_chunks(buf: bytes, pos: int, out: List[bytes]) -> int:
+        """Fast path: take the complete, plain chunks of ``buf`` from ``pos`` on.
+
+        One loop turn per chunk (the state machine takes three); anything
+        unusual (a partial chunk, an extension, the last chunk, bad framing)
+        stops it, and the state machine goes on from the returned offset.
+        """
+        end = len(buf)
+        find = buf.find
+        while True:
+            nl = find(b"\r\n", pos)
+            if nl < 0:
+                return pos
+            try:
+                size = int(buf[pos:nl], 16)
+            except ValueError:
+                return pos
+            start = nl + 2
+            stop = start + size
+            if size <= 0 or stop + 2 > end or buf[stop:stop + 2] != b"\r\n":
+                return pos
+            out.append(buf[start:stop])
+            pos = stop + 2
 
     def _framing_line(self, line: bytes) -> None:
         if self._state == self.TRAILER:
@@ -352,6 +397,8 @@ class Response:
             Cancelled: the token was cancelled.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
+        if self._dechunker is not None and self._dechunker.error is not None:
+            raise self._dechunker.error
         while not self._eof:
             data = self._recv(deadline, phase)
             payload = self._payload(data)

@@ -10,6 +10,7 @@ from typing import Optional
 import pytest
 
 from streamkit.bench import report
+from streamkit.bench.load import LoadPlan
 from streamkit.bench.metrics import (
     Distribution,
     RequestRecord,
@@ -20,7 +21,6 @@ from streamkit.bench.metrics import (
     summarize,
 )
 from streamkit.bench.runner import BenchConfig, BenchRun, PointResult, health_warnings
-from streamkit.bench.load import LoadPlan
 from streamkit.errors import ConfigError
 
 MS = 1_000_000

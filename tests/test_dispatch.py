@@ -672,3 +672,15 @@ def test_ctrl_c_while_iterating_map_cancels_every_stream_within_a_second() -> No
         assert isinstance(side.result(WAIT).error, Cancelled)
         # The server sees every running stream leave (8 workers: 8 streams).
         assert emu.wait_until(lambda c: c["disconnects"] >= 8 and c["in_flight"] == 0, WAIT)
+
+
+def test_a_client_pool_smaller_than_the_workers_is_reported(
+        caplog: pytest.LogCaptureFixture) -> None:
+    from streamkit.client import Client
+    with Client("http://127.0.0.1:9", pool_size=4) as client:
+        caplog.set_level(logging.WARNING, logger="streamkit")
+        Dispatcher(client, workers=16).close()
+        assert "pool_size=16" in caplog.text
+        caplog.clear()
+        Dispatcher(client, hosts=[("http://127.0.0.1:9", 2)], workers=16).close()
+        assert "pool_size" not in caplog.text

@@ -65,6 +65,9 @@ def test_expected_num_predict_stop_think_format() -> None:
     capped = expected("demo", {**GEN_BODY, "options": {"num_predict": 3}})
     assert (capped.eval_count, capped.done_reason, len(capped.tokens)) == (3, "length", 3)
     full = expected("demo", GEN_BODY)
+    assert capped.tokens == full.tokens[:3]  # a cap cuts, it does not change the text
+    exact = expected("demo", {**GEN_BODY, "options": {"num_predict": len(full.tokens)}})
+    assert (exact.text, exact.done_reason) == (full.text, "stop")
     stop = full.text[10:13]
     cut = expected("demo", {**GEN_BODY, "options": {"stop": [stop]}})
     assert cut.text == full.text[:full.text.index(stop)] and cut.done_reason == "stop"

@@ -137,9 +137,7 @@ CASES = [
          error=StreamInterrupted, partial=2),
     Case("half-written line, connection cut", raw="half_line_cut",
          error=StreamInterrupted, partial=2),
-    Case("bad chunked framing", raw="bad_chunk", error=ProtocolError, partial=2,
-         known_bug="transport._Dechunker drops the payload that precedes bad framing in "
-                   "the same read, so .partial misses the last complete records"),
+    Case("bad chunked framing", raw="bad_chunk", error=ProtocolError, partial=2),
 ]
 
 

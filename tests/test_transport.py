@@ -263,8 +263,10 @@ def test_dechunker_at_every_split_point() -> None:
 @pytest.mark.parametrize("bad", [b"zz\r\nabc\r\n", b"3\r\nabcdef\r\n", b"-1\r\n",
                                  b"1" * 9000])
 def test_dechunker_rejects_bad_framing(bad: bytes) -> None:
+    d = _Dechunker()
     with pytest.raises(ProtocolError):
-        _Dechunker().feed(bad)
+        d.feed(bad)
+        d.feed(b"")  # payload before the bad part comes first, the error next
 
 
 def test_dechunker_ignores_chunk_extensions() -> None:
@@ -486,3 +488,28 @@ def test_closed_transport_refuses_work() -> None:
     t.close()  # idempotent
     with pytest.raises(RuntimeError):
         _open(t, "http://127.0.0.1:9")
+
+
+def test_payload_before_bad_framing_is_returned_first(transport: Transport) -> None:
+    def handler(conn: RawConn) -> None:
+        conn.send_head(200)
+        conn.send(chunk(b'{"a":1}\n') + b"zz\r\n")  # good chunk, then garbage, one write
+        conn.stall(WAIT)
+
+    with RawServer(handler) as server:
+        resp = _open(transport, server.url)
+        data = b""
+        with pytest.raises(ProtocolError):
+            while True:
+                data += resp.read_some(WAIT)
+        assert data == b'{"a":1}\n'
+        resp.close()
+        assert server.disconnects.wait(WAIT)  # a broken connection is not pooled
+
+
+def test_dechunker_keeps_payload_before_bad_framing() -> None:
+    d = _Dechunker()
+    assert d.feed(chunk(b"abc") + b"zz\r\n") == b"abc"
+    assert not d.finished
+    with pytest.raises(ProtocolError):
+        d.feed(b"")

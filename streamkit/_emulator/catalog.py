@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import time
 from datetime import datetime, timezone
 from typing import Any, Dict, List, Sequence
 
@@ -82,7 +81,3 @@ def pull_records(name: str, known: bool) -> List[Dict[str, Any]]:
             records.append(record)
     return [*records, {"status": "verifying sha256 digest"}, {"status": "writing manifest"},
             {"status": "success"}]
-
-
-def now() -> float:
-    return time.time()

@@ -157,12 +157,13 @@ def _rng_for(model: str, view: RequestView, config: EmulatorConfig) -> random.Ra
 
 
 def _words(rng: random.Random, count: int, exotic: bool) -> List[str]:
+    """``count`` tokens; one random draw per token, so a shorter run is a prefix."""
     pool = _WORDS + _EXOTIC * 4 if exotic else _WORDS  # exotic: ~20% odd tokens
-    words = rng.choices(pool, k=count)
-    for i in range(3, count, 7):  # some punctuation, deterministically placed
-        words[i] = rng.choice(_PUNCT)
+    draws = [rng.random() for _ in range(count)]
+    words = [_PUNCT[int(r * len(_PUNCT))] if i % 7 == 3 else pool[int(r * len(pool))]
+             for i, r in enumerate(draws)]
     if words:
-        words[0] = words[0].lstrip() or "Hello"
+        words[0] = words[0].lstrip()
     return words
 
 
@@ -211,15 +212,18 @@ def _expected_cached(model: str, body_key: str, config: EmulatorConfig) -> Expec
     rng = _rng_for(model, view, config)
     natural = rng.randint(*config.response_tokens)
     thinking = rng.choices(_THINK_WORDS, k=config.think_tokens) if view.think else []
-    content = _words(rng, natural, config.exotic)
-    if view.format is not None:
-        content = _as_json(content)
     budget = view.num_predict if view.num_predict is not None and view.num_predict >= 0 else None
+    wrap = 2 if view.format is not None else 0  # the JSON object's opening and closing pieces
     reason = "stop"
-    if budget is not None and budget < len(thinking) + len(content):
+    if budget is not None and budget < len(thinking) + natural + wrap:
+        reason = "length"
+    # Draw only the words that can be sent: a capped request is a prefix of the uncapped one.
+    content = _words(rng, natural if budget is None else min(natural, budget), config.exotic)
+    if wrap:
+        content = _as_json(content)
+    if budget is not None:
         thinking = thinking[:budget]
         content = content[:max(0, budget - len(thinking))]
-        reason = "length"
     consumed = len(content)
     if view.stop:
         content, consumed, hit = _apply_stop(content, view.stop)

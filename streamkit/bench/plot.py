@@ -150,6 +150,7 @@ def _timeline(point: Any, path: str) -> str:
     ax.set_ylabel("request (in schedule order)")
     ax.set_title(f"per-request timeline, {point.summary.label}: grey = waiting in the client "
                  "(scheduled -> sent), orange = to first token, blue = decode")
+    ax.yaxis.get_major_locator().set_params(integer=True)
     ax.invert_yaxis()
     return _save(fig, path)
 

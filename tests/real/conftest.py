@@ -14,6 +14,7 @@ failure.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Iterator, Optional, Tuple
@@ -31,8 +32,11 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     wanted = any(item.get_closest_marker("real") for item in session.items)
     if not wanted or os.environ.get("STREAMKIT_REAL_URL"):
         return
+    # Let the build's progress notes through: a first build is silent for minutes otherwise.
+    capture = session.config.pluginmanager.getplugin("capturemanager")
     try:
-        tool.install()
+        with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+            tool.install()
     except tool.ToolchainMissing as exc:
         _install_problem = (True, f"the real llama.cpp server cannot be built here: {exc}")
     except tool.InstallError as exc:  # a real failure: every real test reports it

@@ -76,8 +76,14 @@ def test_bench_reports_on_the_real_server(real_server: RealServer, tmp_path: Pat
         Path(target).write_text(report)
     assert done.returncode == 0, report
     run = json.loads((out_dir / "run.json").read_text())
-    assert run  # the report's machine-readable twin exists and parses
-    requests = _read_jsonl(out_dir / "requests.jsonl")
-    assert len([r for r in requests if not r.get("warmup")]) >= 5
-    assert all(not r.get("error") for r in requests), requests
+    summary = run["points"][0]["summary"]
+    assert (summary["requests"], summary["ok"], summary["failed"]) == (5, 5, 0), summary
+    rows = [r for r in _read_jsonl(out_dir / "requests.jsonl") if not r["warmup"]]
+    assert len(rows) == 5
+    for row in rows:
+        assert row["ok"] and row["error"] is None, row
+        assert row["done_reason"] == "length", row
+        # One token per event from llama-cpp-python: up to 32 text chunks.
+        assert 2 <= row["text_chunks"] <= 32, row
+        assert 0 < row["ttft_ms"] <= row["e2e_ms"], row
     print(report)  # shown with -s / -rA: the closing note quotes it
