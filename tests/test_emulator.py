@@ -422,3 +422,19 @@ def test_cli_bad_fault_is_usage_error(capsys: pytest.CaptureFixture[str]) -> Non
 
     assert main(["emulate", "--fault", "cut,after=x"]) == 2
     assert "after='x' is not an integer" in capsys.readouterr().err
+
+
+def test_server_durations_add_up_to_no_more_than_the_total() -> None:
+    # Ollama's durations are parts of total_duration: load + prompt eval +
+    # eval can never exceed it, with or without a first-token delay.
+    for delay in (0.0, 0.05):
+        with Emulator(EmulatorConfig(tokens_per_second=200, first_token_delay=delay)) as emu:
+            body = {"model": "demo", "prompt": "durations", "stream": False,
+                    "options": {"num_predict": 10}}
+            with requests.post(emu.url + "/api/generate", json=body, timeout=10) as resp:
+                reply = resp.json()
+        parts = reply["load_duration"] + reply["prompt_eval_duration"] + reply["eval_duration"]
+        assert parts <= reply["total_duration"], reply
+        assert reply["eval_count"] == 10
+        # 10 tokens at 200 tokens/s: the eval rate is close to the pacing
+        assert 0.8 <= 10 / (reply["eval_duration"] / 1e9) / 200 <= 1.25, reply

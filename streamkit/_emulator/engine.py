@@ -78,11 +78,15 @@ class _Schedule:
 
 def _metrics(job: Job, first_ns: int, last_ns: int, gen_ns: int) -> Dict[str, int]:
     interval = int(_NS / job.config.tokens_per_second) if job.config.tokens_per_second else 0
-    eval_ns = (last_ns - first_ns + interval) if job.exp.eval_count else 0
+    # The first token's own generation time (one interval) is carved out of
+    # the wait before it, so load + prompt_eval + eval never exceeds total.
+    head_ns = max(0, first_ns - gen_ns)
+    first_token_ns = min(interval, head_ns)
+    eval_ns = (last_ns - first_ns + first_token_ns) if job.exp.eval_count else 0
     return {"total_duration": time.perf_counter_ns() - job.request_ns,
             "load_duration": job.load_ns,
             "prompt_eval_count": job.exp.prompt_eval_count,
-            "prompt_eval_duration": max(1, first_ns - gen_ns),
+            "prompt_eval_duration": max(1, head_ns - first_token_ns),
             "eval_count": job.exp.eval_count,
             "eval_duration": max(1, eval_ns) if job.exp.eval_count else 0}
 
