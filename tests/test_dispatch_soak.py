@@ -15,6 +15,7 @@ import time
 from typing import Dict, List
 
 import pytest
+from leakcheck import socket_inodes
 
 from streamkit.config import RetryPolicy, Timeouts
 from streamkit.dispatch import Dispatcher
@@ -37,20 +38,7 @@ def _rss_mb() -> float:
 
 
 def _sockets() -> int:
-    return len(_socket_inodes())
-
-
-def _socket_inodes() -> List[str]:
-    fd_dir = "/proc/self/fd"
-    found = []
-    for fd in os.listdir(fd_dir):
-        try:
-            target = os.readlink(os.path.join(fd_dir, fd))
-        except OSError:
-            continue
-        if target.startswith("socket:"):
-            found.append(target[8:-1])
-    return found
+    return len(socket_inodes())
 
 
 def _describe_sockets(server_port: int) -> str:
@@ -62,7 +50,7 @@ def _describe_sockets(server_port: int) -> str:
             local_port = int(fields[1].split(":")[1], 16)
             side = "server" if local_port == server_port else "client"
             states[fields[9]] = f"{side}/{fields[3]}"
-    return str(collections.Counter(states.get(i, "other") for i in _socket_inodes()))
+    return str(collections.Counter(states.get(i, "other") for i in socket_inodes()))
 
 
 def _request(i: int) -> GenerateRequest:
