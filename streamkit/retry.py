@@ -30,7 +30,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
-from typing import Callable, Optional, TypeVar
+from typing import Callable, Optional, Tuple, TypeVar
 
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 
@@ -109,6 +109,7 @@ class Attempts:
         self.count = 0
         self._cancel = cancel
         self._sleep = sleep
+        self._decided: Optional[Tuple[BaseException, bool]] = None
         self._backoff = _FullJitter(policy.backoff_base, policy.backoff_max,
                                     rng or _SHARED_RNG)
 
@@ -133,6 +134,25 @@ class Attempts:
         budget = self.remaining()
         if budget == 0:
             raise RuntimeError("no attempts remain for this stream")
+        # The first attempt runs bare: most succeed, and building tenacity's
+        # machinery costs more than a short request's own HTTP work.
+        try:
+            return self._one(attempt)
+        except BaseException as exc:  # what tenacity would catch
+            if not self._should_retry(exc) or budget == 1:  # tenacity's order
+                raise
+            # It failed and may be retried: tenacity takes over with this
+            # failure as its attempt 1 (replayed, not run again), so attempt
+            # numbers, waits, stop and log lines are those of a tenacity run
+            # from the start.
+            pending = [exc]
+            self._decided = (exc, True)
+
+        def run(attempt: Callable[[int], T]) -> T:
+            if pending:
+                raise pending.pop()
+            return self._one(attempt)
+
         retrying = Retrying(
             stop=stop_after_attempt(budget),
             wait=self._wait,
@@ -141,7 +161,10 @@ class Attempts:
             before_sleep=self._log_retry,
             reraise=True,
         )
-        result: T = retrying(self._one, attempt)
+        try:
+            result: T = retrying(run, attempt)
+        finally:
+            self._decided = None
         return result
 
     def _one(self, attempt: Callable[[int], T]) -> T:
@@ -160,6 +183,9 @@ class Attempts:
             raise
 
     def _should_retry(self, exc: BaseException) -> bool:
+        decided = self._decided
+        if decided is not None and decided[0] is exc:  # asked again for the replayed failure
+            return decided[1]  # (policy.retry_if is called once per failure)
         if isinstance(exc, Cancelled):
             return False
         retry_after = _retry_after(exc)
@@ -187,7 +213,13 @@ class Attempts:
             raise Cancelled("the stream was cancelled while waiting to retry")
 
     def _log_retry(self, state: RetryCallState) -> None:
+        if not logger.isEnabledFor(logging.WARNING):
+            return
         exc = state.outcome.exception() if state.outcome else None
         wait = state.next_action.sleep if state.next_action else 0.0
-        logger.warning("attempt %d of %d failed (%s: %s); retrying in %.2f s",
-                       self.count, self.policy.attempts, type(exc).__name__, exc, wait)
+        # A string, not the exception: a handler that keeps records (pytest's
+        # log capture, a MemoryHandler) would keep its traceback, and with it
+        # the frames and sockets of the failed attempt, alive.
+        reason = f"{type(exc).__name__}: {exc}"
+        logger.warning("attempt %d of %d failed (%s); retrying in %.2f s",
+                       self.count, self.policy.attempts, reason, wait)

@@ -5,6 +5,13 @@ One :class:`Transport` per Client. Every worker thread gets its own
 all of them mount ONE shared ``HTTPAdapter`` whose pool holds ``pool_size``
 connections per host, so connections are reused across requests and threads.
 
+Sending: what ``Session.post`` would work out for a URL (proxies from the
+environment, ``~/.netrc``, merged headers, the prepared URL) is worked out
+once per URL (:class:`_Target`); each request then copies the headers and
+hands its body to the shared adapter's ``send``, and the session follows
+redirects. That is most of a short request's CPU saved, on the path where
+many workers compete for one GIL.
+
 Reading: :meth:`Response.read_some` returns the bytes of one socket read as
 soon as they arrive. It never asks for a fixed amount (``iter_content(512)``
 on a body without chunked encoding waits for 512 bytes, delaying the last
@@ -76,6 +83,12 @@ BODY_TIMEOUT_S = 30.0
 
 DEFAULT_POOLS = 32
 """Hosts whose connection pools the shared adapter keeps."""
+
+COALESCE_MAX = 64 * 1024
+"""Largest request body sent in one piece with its head."""
+
+MAX_TARGETS = 256
+"""URLs whose prepared request a Transport keeps (see :class:`_Target`)."""
 
 _USER_AGENT = f"streamkit/{__version__} (+requests/{requests.__version__})"
 
@@ -157,15 +170,42 @@ class CancelToken:
 
 class _CancellableConnectionMixin:
     """After connecting, re-check the token: cancel() may have run before the
-    socket existed, when there was nothing to shut down."""
+    socket existed, when there was nothing to shut down.
+
+    Also sends the head and a small body of a request in one ``send``
+    (urllib3 sends them separately): one system call and one TCP segment
+    instead of two, which the server then reads at once.
+    """
 
     sock: Optional[socket.socket]
+    _streamkit_hold = False  # the next send() is a request head: keep it for the body
+    _streamkit_head: Optional[bytes] = None
 
     def connect(self) -> None:
         super().connect()  # type: ignore[misc]
         token = getattr(self, "_streamkit_token", None)
         if token is not None and token.cancelled:
             _shutdown(self)
+
+    def request(self, method: str, url: str, body: Any = None, headers: Any = None,
+                **kwargs: Any) -> None:
+        self._streamkit_hold = (isinstance(body, bytes) and 0 < len(body) <= COALESCE_MAX
+                                and not kwargs.get("chunked"))
+        try:
+            super().request(method, url, body, headers, **kwargs)  # type: ignore[misc]
+        finally:
+            head, self._streamkit_head, self._streamkit_hold = (
+                self._streamkit_head, None, False)
+        if head is not None:  # no body followed after all
+            super().send(head)  # type: ignore[misc]
+
+    def send(self, data: Any) -> None:
+        if self._streamkit_head is not None:
+            data, self._streamkit_head = self._streamkit_head + data, None
+        elif self._streamkit_hold and isinstance(data, bytes):
+            self._streamkit_hold, self._streamkit_head = False, data
+            return
+        super().send(data)  # type: ignore[misc]
 
 
 class _HTTPConnection(_CancellableConnectionMixin, HTTPConnection):
@@ -523,6 +563,12 @@ class Transport:
     ``headers`` are sent with every request; ``api_key`` as
     ``Authorization: Bearer`` (requests drops it on a redirect to another
     host; it never appears in a repr, log line or error message).
+
+    The environment (``HTTP_PROXY``, ``HTTPS_PROXY``, ``ALL_PROXY``,
+    ``NO_PROXY``, ``REQUESTS_CA_BUNDLE``, ``CURL_CA_BUNDLE``, ``~/.netrc``)
+    is read, with requests' rules, when the Transport first opens a URL, and
+    kept for its life: change it before creating the Client. Cookies are
+    neither sent nor kept by :meth:`open`.
     """
 
     def __init__(self, *, pool_size: int = 10, headers: Optional[Mapping[str, str]] = None,
@@ -538,6 +584,7 @@ class Transport:
         self._headers.update(headers or {})
         self._api_key = api_key
         self._local = threading.local()
+        self._targets: Dict[str, _Target] = {}
         self._closed = False
 
     def __repr__(self) -> str:
@@ -567,10 +614,10 @@ class Transport:
         if cancel.cancelled:
             raise Cancelled()
         session = self._session()
+        target = self._target(session, url)
         _active.token = cancel
         try:
-            resp = session.post(url, data=body, stream=True,
-                                timeout=(timeouts.connect, timeouts.first_token))
+            resp = target.send(session, body, (timeouts.connect, timeouts.first_token))
         except requests.RequestException as exc:
             cancel._detach_all()
             _forget_frames(exc)
@@ -620,6 +667,14 @@ class Transport:
         self._closed = True
         self._adapter.close()
 
+    def _target(self, session: requests.Session, url: str) -> _Target:
+        target = self._targets.get(url)
+        if target is None:
+            if len(self._targets) >= MAX_TARGETS:  # bounded: URLs are hosts x paths
+                self._targets.clear()
+            target = self._targets[url] = _Target(session, self._adapter, url)
+        return target
+
     def _session(self) -> requests.Session:
         if self._closed:
             raise RuntimeError("this streamkit client (transport) is closed")
@@ -633,6 +688,72 @@ class Transport:
                 session.headers["Authorization"] = f"Bearer {self._api_key.reveal()}"
             self._local.session = session
         return session
+
+
+_Timeout = Tuple[Any, Any]
+"""(connect, read) seconds or None, as requests takes them."""
+
+
+class _Target:
+    """What ``Session.post(url, ...)`` works out for one URL, worked out once.
+
+    ``Session.request`` spends most of a short request's CPU on things that
+    cannot change between two POSTs to the same URL: scanning ``os.environ``
+    for proxies (twice), looking for ``~/.netrc``, merging the session's
+    headers, preparing the URL. This keeps the prepared request (headers
+    and authentication included) and the proxy/TLS settings, and each
+    request only copies the headers and sets its body. The environment is
+    therefore read when a Transport first opens a URL, not on every request.
+
+    Cookies are neither sent nor kept (Ollama and OpenAI-compatible servers
+    set none); redirects are followed by the session, as ``Session.post``
+    would, so ``Authorization`` never follows a redirect to another host.
+    """
+
+    __slots__ = ("_adapter", "_cert", "_headers", "_hooks", "_proxies", "_url", "_verify")
+
+    def __init__(self, session: requests.Session, adapter: HTTPAdapter, url: str) -> None:
+        template = session.prepare_request(requests.Request("POST", url, data=b""))
+        settings = session.merge_environment_settings(template.url or url, {}, True, None,
+                                                      None)
+        self._adapter = adapter
+        self._url = template.url
+        self._headers = template.headers
+        self._hooks = template.hooks
+        # Typed Any: requests' stubs disagree among their own methods here.
+        self._proxies: Any = settings["proxies"]
+        self._verify: Any = settings["verify"]
+        self._cert: Any = settings["cert"]
+
+    def send(self, session: requests.Session, body: bytes,
+             timeout: _Timeout) -> requests.Response:
+        """POST ``body``; the response once its headers are in (redirects followed).
+
+        Raises what ``requests`` raises (RequestException and subclasses).
+        """
+        request = requests.PreparedRequest()
+        request.method = "POST"
+        request.url = self._url
+        headers = self._headers.copy()
+        headers["Content-Length"] = str(len(body))
+        request.headers = headers
+        request.body = body
+        request.hooks = self._hooks
+        resp = self._adapter.send(request, stream=True, timeout=timeout, verify=self._verify,
+                                  cert=self._cert, proxies=self._proxies)
+        if resp.is_redirect:
+            resp = self._follow(session, resp, request, timeout)
+        return resp
+
+    def _follow(self, session: requests.Session, resp: requests.Response,
+                request: requests.PreparedRequest,
+                timeout: _Timeout) -> requests.Response:
+        """Follow redirects as ``Session.send`` does (its limits, its auth stripping)."""
+        request._cookies = requests.cookies.RequestsCookieJar()  # type: ignore[attr-defined]
+        hops = list(session.resolve_redirects(resp, request, stream=True, timeout=timeout,
+                                              verify=self._verify, cert=self._cert,
+                                              proxies=self._proxies))
+        return hops[-1] if hops else resp
 
 
 def _forget_frames(exc: BaseException) -> None:

@@ -13,6 +13,12 @@ request is handed to a *handler* running in its own thread::
     with RawServer(handler) as server:
         ...  server.url, server.requests, server.disconnects.wait(1.0)
 
+Both wire dialects can be spoken: :class:`Wire` builds the records of
+Ollama's NDJSON (``/api/chat``, ``/api/generate``) or of the OpenAI SSE
+stream (``/v1/chat/completions``, ``/v1/completions``: ``data: {...}``
+events, a finish chunk, ``data: [DONE]``), so one misbehaving handler can be
+written once and run over either.
+
 Nothing here blocks forever: every wait has a timeout or wakes when the
 server closes, and ``close()`` shuts every connection down and joins every
 thread it started (the leak-check fixture stays happy).
@@ -21,14 +27,20 @@ thread it started (the leak-check fixture stays happy).
 from __future__ import annotations
 
 import contextlib
+import json
 import socket
 import struct
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
-__all__ = ["Counter", "RawConn", "RawRequest", "RawServer", "chunk", "ndjson_handler"]
+__all__ = ["NDJSON", "SSE", "SSE_DONE", "Counter", "RawConn", "RawRequest", "RawServer",
+           "Wire", "chunk", "ndjson_handler", "sse_event", "sse_handler", "wire_handler"]
+
+NDJSON = "application/x-ndjson"
+SSE = "text/event-stream"
+SSE_DONE = b"data: [DONE]\n\n"
 
 HEAD_LIMIT = 64 * 1024
 JOIN_TIMEOUT_S = 5.0
@@ -215,6 +227,10 @@ class RawServer:
                 sock, _ = self._listener.accept()
             except (socket.timeout, OSError):
                 continue
+            # every write goes out at once, as a streaming server's do (Nagle would
+            # hold a small write back until the previous one is acknowledged)
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self.connections.add()
             t = threading.Thread(target=self._serve, args=(sock,), daemon=True,
                                  name=f"rawserver-conn-{self.connections.value}")
@@ -295,5 +311,106 @@ def ndjson_handler(lines: List[bytes], *, status: int = 200,
         for line in lines:
             if not conn.send_chunk(line + b"\n"):
                 return
+        conn.end_chunks()
+    return handler
+
+
+# -- SSE (the OpenAI dialect) -----------------------------------------------------
+
+def sse_event(data: Union[bytes, Mapping[str, Any]]) -> bytes:
+    """One SSE event: ``data: <json>`` and the blank line that ends it."""
+    payload = data if isinstance(data, bytes) else json.dumps(data).encode()
+    return b"data: " + payload + b"\n\n"
+
+
+def sse_handler(events: List[bytes], *, status: int = 200, done: bool = True) -> Handler:
+    """A handler that sends each (already framed) event as one chunk, then
+    ``data: [DONE]`` unless ``done`` is False, then ends the body."""
+    def handler(conn: RawConn) -> None:
+        conn.send_head(status, {"Content-Type": SSE, "Cache-Control": "no-cache"})
+        for event in events + ([SSE_DONE] if done else []):
+            if not conn.send_chunk(event):
+                return
+        conn.end_chunks()
+    return handler
+
+
+class Wire:
+    """The records of one dialect (``ollama`` | ``openai``) and endpoint (``chat`` |
+    ``generate``), each returned framed and ready to send (NDJSON line with its
+    newline, or SSE event with its blank line).
+
+    ``usage`` (openai) decides whether the end carries a usage chunk; a server
+    like llama.cpp's that ignores ``stream_options.include_usage`` sends none.
+    """
+
+    def __init__(self, dialect: str, endpoint: str, model: str = "demo", *,
+                 usage: bool = True) -> None:
+        if dialect not in ("ollama", "openai") or endpoint not in ("chat", "generate"):
+            raise ValueError(f"no wire for {dialect!r} {endpoint!r}")
+        self.dialect, self.endpoint, self.model, self.usage = dialect, endpoint, model, usage
+        self.content_type = SSE if dialect == "openai" else NDJSON
+
+    def token(self, text: str) -> bytes:
+        """One record carrying ``text``."""
+        if self.dialect == "ollama":
+            return self._ollama(text, done=False)
+        return sse_event(self._openai(text, None))
+
+    def end(self, tokens: int = 0, reason: str = "stop") -> bytes:
+        """The closing records: Ollama's ``done`` record (with ``eval_count``), or
+        the finish chunk, the usage chunk (when ``usage``) and ``data: [DONE]``."""
+        if self.dialect == "ollama":
+            return self._ollama("", done=True, reason=reason, tokens=tokens)
+        out = sse_event(self._openai("", reason))
+        if self.usage:
+            out += sse_event({**self._base(), "choices": [], "usage": {
+                "prompt_tokens": 8, "completion_tokens": tokens,
+                "total_tokens": 8 + tokens}})
+        return out + SSE_DONE
+
+    def _ollama(self, text: str, *, done: bool, reason: str = "stop",
+                tokens: int = 0) -> bytes:
+        record: Dict[str, Any] = {"model": self.model}
+        if self.endpoint == "chat":
+            record["message"] = {"role": "assistant", "content": text}
+        else:
+            record["response"] = text
+        record["done"] = done
+        if done:
+            record.update(done_reason=reason, eval_count=tokens, prompt_eval_count=8)
+        return json.dumps(record).encode() + b"\n"
+
+    def _base(self) -> Dict[str, Any]:
+        chat = self.endpoint == "chat"
+        return {"id": "chatcmpl-raw" if chat else "cmpl-raw",
+                "object": "chat.completion.chunk" if chat else "text_completion",
+                "created": 1700000000, "model": self.model}
+
+    def _openai(self, text: str, finish: Optional[str]) -> Dict[str, Any]:
+        if self.endpoint == "chat":
+            delta = {"role": "assistant", "content": text} if text else {}
+            choice: Dict[str, Any] = {"index": 0, "delta": delta}
+        else:
+            choice = {"index": 0, "text": text}
+        choice["finish_reason"] = finish
+        return {**self._base(), "choices": [choice]}
+
+
+def wire_handler(wire: Wire, tokens: List[str], *,
+                 pace: Optional[Callable[[int], None]] = None) -> Handler:
+    """A well-behaved streaming reply of ``tokens`` in ``wire``'s dialect.
+
+    ``pace(i)``, if given, is called before token ``i`` is sent (to space
+    the tokens out in time).
+    """
+    def handler(conn: RawConn) -> None:
+        conn.send_head(200, {"Content-Type": wire.content_type})
+        for i, token in enumerate(tokens):
+            if pace is not None:
+                pace(i)
+            if not conn.send_chunk(wire.token(token)):
+                return
+        conn.send_chunk(wire.end(len(tokens)))
         conn.end_chunks()
     return handler

@@ -7,13 +7,17 @@ module stays fast; heavier measurements live in benchmarks/bench_selfcheck.py.
 from __future__ import annotations
 
 import csv
+import json
 import os
 import statistics
+import time
+import warnings
 from typing import Any, Tuple
 
 import pytest
+from rawserver import RawConn, RawServer, Wire, wire_handler
 
-from streamkit.bench import SUMMARY_COLUMNS, BenchConfig, run_bench
+from streamkit.bench import SUMMARY_COLUMNS, BenchConfig, format_point, run_bench, write_outputs
 from streamkit.cli import main
 from streamkit.emulator import EmulatorConfig
 
@@ -37,12 +41,13 @@ def bench(emulator: EmulatorConfig, **changes: Any) -> Any:
 
 def server_pace(records: Any) -> Tuple[float, float]:
     """What the emulator itself did (its own perf_counter stamps), median over requests:
-    ms to the first token (prompt_eval_duration: slot acquired -> first chunk written)
-    and ms per token after the first (eval_duration spans first -> last chunk plus one
-    token interval). On a busy machine the emulator can slip; the client must then
-    report the slip, not the configured pacing."""
+    ms to the first token (slot acquired -> first chunk written: prompt_eval_duration
+    plus the first token's own interval, which the emulator books as eval time) and ms
+    per token after the first (eval_duration spans first -> last chunk plus that one
+    interval). On a busy machine the emulator can slip; the client must then report
+    the slip, not the configured pacing."""
     ok = [r for r in records if r.ok and not r.warmup]
-    ttft = statistics.median(r.prompt_eval_duration / 1e6 for r in ok)
+    ttft = statistics.median(r.prompt_eval_duration / 1e6 + 1000 / TPS for r in ok)
     tpot = statistics.median((r.eval_duration / 1e6 - 1000 / TPS) / (r.eval_count - 1)
                              for r in ok)
     return ttft, tpot
@@ -160,3 +165,61 @@ def test_cli_bench_usage_errors(capsys: Any) -> None:
     assert main(["bench", "compare", "/nonexistent/run"]) == 2
     with pytest.raises(SystemExit):
         main(["bench", "-m", "x", "--concurrency", "0"])
+
+
+NO_USAGE_TOKENS = [f" tok{i}" for i in range(12)]
+NO_USAGE_GAP_S = 0.01
+
+
+def _no_usage_server(conn: RawConn) -> None:
+    """An OpenAI-compatible server that, like llama.cpp's, ignores
+    stream_options.include_usage: tokens every 10 ms, a finish chunk, [DONE]."""
+    endpoint = "chat" if conn.request.path.endswith("/chat/completions") else "generate"
+    if not conn.request.path.endswith("completions"):
+        conn.respond(404, b'{"error":{"message":"not found","type":"not_found"}}')
+        return
+    wire = Wire("openai", endpoint, "demo", usage=False)
+    # pacing the replay of a script, not waiting for anything
+    wire_handler(wire, NO_USAGE_TOKENS, pace=lambda i: time.sleep(NO_USAGE_GAP_S) if i else None
+                 )(conn)
+
+
+def test_server_without_token_counts_is_reported_honestly(tmp_path: Any) -> None:
+    with RawServer(_no_usage_server) as server:
+        run = run_bench(BenchConfig(model="demo", host=server.url, dialect="openai",
+                                    concurrency=(1, 2), requests=4, num_predict=12,
+                                    calibrate=False))
+        body = json.loads(server.requests[-1].body)
+    assert body["stream_options"] == {"include_usage": True}  # asked, and ignored
+    first, second = run.points
+    for point in run.points:
+        s = point.summary
+        assert s.ok == 4 and s.token_counts == "none"
+        assert s.output_tokens is None and s.output_tok_per_s is None
+        assert s.metrics["tpot_ms"].count == 0 and s.metrics["eval_rate"].count == 0
+        # 12 chunks per request, one token each here: the estimate is the real rate
+        assert s.output_tok_per_s_estimated == pytest.approx(48 / s.window_s)
+        # 11 gaps of >= 10 ms; the upper bound only guards against nonsense under load
+        assert 9.5 <= s.metrics["tpot_ms_estimated"].p50 <= 40
+    # warned once per run, not per point
+    assert any(w.startswith("server sent no token counts") for w in first.warnings)
+    assert not any("token counts" in w for w in second.warnings)
+    text = format_point(first)
+    assert "0.0 output tok/s" not in text and "server sent no token counts" in text
+    assert "TPOT (estimated)" in text
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no matplotlib "no artists" warnings
+        paths = write_outputs(run, str(tmp_path), plots=True)
+    with open(tmp_path / "summary.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert tuple(rows[0]) == SUMMARY_COLUMNS
+    assert [r["token_counts"] for r in rows] == ["none", "none"]
+    assert all(r["output_tok_per_s"] == "" and r["tpot_ms_p50"] == "" for r in rows)
+    assert all(float(r["tpot_ms_estimated_p50"]) > 0 for r in rows)
+    assert any(p.endswith("load.png") for p in paths) or not _has_matplotlib()
+
+
+def _has_matplotlib() -> bool:
+    from streamkit.bench import plot
+
+    return plot.available()

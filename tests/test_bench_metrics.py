@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
-from typing import Optional
+from typing import Any, Optional
 
 import pytest
 
@@ -195,7 +195,9 @@ EXPECTED_COLUMNS = [
     "eval_rate_mean", "prompt_eval_rate_mean", "client_tps_mean", "tokens_per_chunk_mean",
     "load_ms_mean", "dispatch_ms_p99", "client_cpu", "coalesced_frac",
     "floor_lag_ms_p50", "floor_lag_ms_p99", "floor_ttft_ms_p50", "warnings",
-]
+    # appended for servers that send no token counts (issue 7 follow-up)
+    "token_counts", "output_tok_per_s_estimated",
+] + [f"tpot_ms_estimated_{s}" for s in ("count", "mean", "p50", "p90", "p95", "p99", "max")]
 
 
 def make_run(ttft: float = 300.0, name: str = "m") -> BenchRun:
@@ -276,3 +278,110 @@ def test_png_charts_render(tmp_path: object) -> None:
         with open(path, "rb") as fh:
             assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
 
+
+
+# --- servers that send no token counts (llama.cpp ignores include_usage) -----------------
+
+def uncounted(index: int = 0, **kw: Any) -> RequestRecord:
+    r = rec(index, **kw)
+    r.eval_count = r.eval_duration = None
+    r.prompt_eval_count = r.prompt_eval_duration = r.total_duration = None
+    return r
+
+
+def make_uncounted_run(points: int = 2) -> BenchRun:
+    results = []
+    for conc in range(1, points + 1):
+        records = [uncounted(i, sched=i * 100.0, tokens=21, tpot=20.0) for i in range(6)]
+        s = summarize(records, label=f"concurrency {conc}", mode="closed", concurrency=conc,
+                      base_ns=records[0].scheduled_ns)
+        results.append(PointResult(summary=s, records=records, base_ns=records[0].scheduled_ns,
+                                   warnings=health_warnings(s, records, None, LoadPlan())))
+    config = BenchConfig(model="m", host="http://127.0.0.1:1", dialect="openai")
+    return BenchRun(config=config, points=results, environment={}, model_load={},
+                    started_at="now", duration_s=1.0)
+
+
+def test_no_token_counts_gives_no_tpot_and_an_estimate_from_chunks() -> None:
+    d = derive(uncounted(tokens=11, tpot=20.0))
+    assert d["tpot_ms"] is None and d["client_tps"] is None and d["tokens_per_chunk"] is None
+    assert d["tpot_ms_estimated"] == pytest.approx(20.0)
+    assert d["client_tps_estimated"] == pytest.approx(50.0)
+    assert derive(rec(tokens=11))["tpot_ms_estimated"] is None  # counted: no estimate
+    s = summarize([uncounted(i, sched=i * 10.0, tokens=11) for i in range(4)],
+                  label="c", mode="closed")
+    assert s.token_counts == "none"
+    assert s.output_tokens is None and s.output_tok_per_s is None
+    assert s.output_tok_per_s_estimated == pytest.approx(44 / s.window_s)
+    assert s.metrics["tpot_ms"].count == 0
+    assert s.metrics["tpot_ms_estimated"].p50 == pytest.approx(20.0)
+
+
+def test_partial_token_counts_are_flagged_not_summed() -> None:
+    s = summarize([rec(0, tokens=10), uncounted(1, sched=5.0, tokens=6)],
+                  label="c", mode="closed")
+    assert s.token_counts == "partial" and s.output_tok_per_s is None
+    assert s.output_tok_per_s_estimated == pytest.approx(16 / s.window_s)
+    assert s.metrics["tpot_ms"].count == 1 and s.metrics["tpot_ms_estimated"].count == 1
+    counted = summarize([rec(0)], label="c", mode="closed")
+    assert counted.token_counts == "server" and counted.output_tok_per_s_estimated is None
+
+
+def test_tpot_slo_uses_the_estimate_without_counts() -> None:
+    slo = Slo(tpot=25)
+    assert slo.met({"tpot_ms": None, "tpot_ms_estimated": 20.0})
+    assert not slo.met({"tpot_ms": None, "tpot_ms_estimated": 30.0})
+
+
+def test_no_token_counts_console_says_so_and_shows_estimates() -> None:
+    point = make_uncounted_run(1).points[0]
+    text = report.format_point(point)
+    assert "0.0 output tok/s" not in text
+    assert "output tok/s n/a (server sent no token counts; ~" in text
+    tpot_lines = [line for line in text.splitlines() if line.strip().startswith("TPOT")]
+    assert "n/a" in tpot_lines[0] and "server sent no token counts" in tpot_lines[0]
+    assert "TPOT (estimated)" in tpot_lines[1] and "20.0" in tpot_lines[1]
+    assert "decode rate: server n/a" in text and "~50.0 chunks/s" in text
+    assert sum("WARNING: server sent no token counts" in line
+               for line in text.splitlines()) == 1
+
+
+def test_no_token_counts_files_keep_columns_and_flag(tmp_path: Any) -> None:
+    out = str(tmp_path)
+    report.write_outputs(make_uncounted_run(), out, plots=False)
+    with open(f"{out}/summary.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert list(rows[0]) == EXPECTED_COLUMNS
+    row = rows[0]
+    assert row["token_counts"] == "none"
+    assert row["output_tok_per_s"] == "" and row["tpot_ms_p50"] == ""
+    assert row["client_tps_mean"] == "" and row["eval_rate_mean"] == ""
+    assert float(row["output_tok_per_s_estimated"]) > 0
+    assert float(row["tpot_ms_estimated_p50"]) == pytest.approx(20.0)
+    data = report.load_run(out)
+    summary = data["points"][0]["summary"]
+    assert summary["output_tok_per_s"] is None and summary["token_counts"] == "none"
+    assert summary["metrics"]["tpot_ms_estimated"]["count"] == 6
+    assert "ESTIMATE" in data["formulas"]["tpot_ms_estimated"]
+    with open(f"{out}/requests.jsonl") as fh:
+        first = json.loads(fh.readline())
+    assert first["tpot_ms"] is None and first["tpot_ms_estimated"] == pytest.approx(20.0)
+
+
+def test_compare_marks_estimates(tmp_path: Any) -> None:
+    a, b = f"{tmp_path}/a", f"{tmp_path}/b"
+    report.write_outputs(make_run(), a, plots=False)
+    report.write_outputs(make_uncounted_run(), b, plots=False)
+    text = report.format_compare([("a", report.load_run(a)), ("b", report.load_run(b))])
+    assert "~20.00" in text and "~ = estimated" in text
+    assert "TPOT p50 -" in text  # an estimate is not compared with a server count
+
+
+def test_charts_of_a_run_without_token_counts_warn_nothing(tmp_path: Any) -> None:
+    pytest.importorskip("matplotlib")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        paths = report.write_outputs(make_uncounted_run(), str(tmp_path))
+    assert len([p for p in paths if p.endswith(".png")]) == 3

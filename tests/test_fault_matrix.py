@@ -4,7 +4,7 @@ for chat and generate: success after N attempts, or a named error with the right
 
 Each case states the outcome once; the endpoint and dialect are parameters, so
 adding a dialect means adding it to ``DIALECTS`` (and, for raw-socket cases,
-a handler that speaks it). Tight timeouts keep every case under a few seconds.
+teaching ``rawserver.Wire`` its records). Tight timeouts keep every case under a few seconds.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Type
 
 import pytest
-from rawserver import RawConn, RawServer, chunk
+from rawserver import RawConn, RawServer, Wire, chunk
 
 from streamkit import (
     ConnectError,
@@ -138,6 +138,9 @@ CASES = [
     Case("half-written line, connection cut", raw="half_line_cut",
          error=StreamInterrupted, partial=2),
     Case("bad chunked framing", raw="bad_chunk", error=ProtocolError, partial=2),
+    # an unterminated record on a broken connection may itself be cut short: dropped
+    Case("whole record without its terminator, connection cut", raw="unended_event_cut",
+         error=StreamInterrupted, partial=2),
 ]
 
 
@@ -162,65 +165,59 @@ def start(client: Client, endpoint: str) -> Any:
     return client.generate(MODEL, PROMPT)
 
 
-# -- raw-socket handlers (Ollama NDJSON) -------------------------------------------------
+# -- raw-socket handlers (either dialect, through rawserver.Wire) -----------------------
 
-def _line(endpoint: str, text: str, done: bool = False) -> bytes:
-    import json
-    if endpoint == "chat":
-        record: Dict[str, Any] = {"model": MODEL, "message": {"role": "assistant",
-                                                              "content": text}}
-    else:
-        record = {"model": MODEL, "response": text}
-    record["done"] = done
-    if done:
-        record["done_reason"] = "stop"
-    return json.dumps(record).encode()
-
-
-def _good(endpoint: str, tokens: List[str]) -> Callable[[RawConn], None]:
+def _good(wire: Wire, tokens: List[str]) -> Callable[[RawConn], None]:
     def handler(conn: RawConn) -> None:
-        conn.send_head(200, {"Content-Type": "application/x-ndjson"})
+        conn.send_head(200, {"Content-Type": wire.content_type})
         for token in tokens:
-            conn.send_chunk(_line(endpoint, token) + b"\n")
-        conn.send_chunk(_line(endpoint, "", done=True) + b"\n")
+            conn.send_chunk(wire.token(token))
+        conn.send_chunk(wire.end(len(tokens)))
         conn.end_chunks()
     return handler
 
 
-def _two_then(endpoint: str, tokens: List[str], tail: bytes,
+def _two_then(wire: Wire, tokens: List[str], tail: bytes,
               finish: Callable[[RawConn], None]) -> Callable[[RawConn], None]:
     def handler(conn: RawConn) -> None:
-        conn.send_head(200, {"Content-Type": "application/x-ndjson"})
-        conn.send_chunk(_line(endpoint, tokens[0]) + b"\n" + _line(endpoint, tokens[1]) + b"\n")
+        conn.send_head(200, {"Content-Type": wire.content_type})
+        conn.send_chunk(wire.token(tokens[0]) + wire.token(tokens[1]))
         if tail:
             conn.send(tail)
         finish(conn)
     return handler
 
 
-def _bad_chunk(endpoint: str, tokens: List[str]) -> Callable[[RawConn], None]:
+def _bad_chunk(wire: Wire, tokens: List[str]) -> Callable[[RawConn], None]:
     def handler(conn: RawConn) -> None:
-        conn.send_head(200, {"Content-Type": "application/x-ndjson"})
-        good = _line(endpoint, tokens[0]) + b"\n" + _line(endpoint, tokens[1]) + b"\n"
+        conn.send_head(200, {"Content-Type": wire.content_type})
+        good = wire.token(tokens[0]) + wire.token(tokens[1])
         # One write: good records and the broken framing arrive in the same read.
         conn.send(chunk(good) + b"zz\r\nnonsense\r\n")
         conn.cut()
     return handler
 
 
-def raw_handlers(kind: str, endpoint: str) -> List[Callable[[RawConn], None]]:
+def raw_handlers(kind: str, endpoint: str, dialect: str) -> List[Callable[[RawConn], None]]:
+    wire = Wire(dialect, endpoint, MODEL)
     tokens = tokens_for(endpoint)
-    half = _line(endpoint, tokens[2])[:15]
+    # the first 15 bytes of a record: inside its JSON (NDJSON line or SSE data: line)
+    half = wire.token(tokens[2])[:15]
+    # a whole record without its terminator: NDJSON without the newline, SSE with
+    # its data: line but not the blank line that ends the event
+    unended = wire.token(tokens[2]).rstrip(b"\n") + (b"\n" if dialect == "openai" else b"")
     reset = RawConn.reset
     table: Dict[str, List[Callable[[RawConn], None]]] = {
-        "reset_then_ok": [reset, _good(endpoint, tokens)],
+        "reset_then_ok": [reset, _good(wire, tokens)],
         "reset": [reset],
-        "truncated": [_two_then(endpoint, tokens, b"40\r\n" + b"x" * 10, RawConn.cut)],
-        "half_line_end": [_two_then(endpoint, tokens, b"", lambda c: (
+        "truncated": [_two_then(wire, tokens, b"40\r\n" + b"x" * 10, RawConn.cut)],
+        "half_line_end": [_two_then(wire, tokens, b"", lambda c: (
             c.send_chunk(half), c.end_chunks()))],
-        "half_line_cut": [_two_then(endpoint, tokens, b"", lambda c: (
+        "half_line_cut": [_two_then(wire, tokens, b"", lambda c: (
             c.send_chunk(half), c.cut()))],
-        "bad_chunk": [_bad_chunk(endpoint, tokens)],
+        "bad_chunk": [_bad_chunk(wire, tokens)],
+        "unended_event_cut": [_two_then(wire, tokens, b"", lambda c: (
+            c.send_chunk(unended), c.cut()))],
     }
     return table[kind]
 
@@ -262,9 +259,7 @@ def test_fault_matrix(case: Case, endpoint: str, dialect: str, emulator: Emulato
     if case.known_bug:
         request.applymarker(pytest.mark.xfail(strict=True, reason=case.known_bug))
     if case.raw is not None:
-        if dialect != "ollama":
-            pytest.skip("the raw-socket handlers speak Ollama NDJSON only")
-        with RawServer(raw_handlers(case.raw, endpoint)) as server:
+        with RawServer(raw_handlers(case.raw, endpoint, dialect)) as server:
             result, elapsed = run_case(case, server.url, endpoint, dialect)
     else:
         emulator.set_faults(case.fault or "")

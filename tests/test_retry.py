@@ -220,6 +220,54 @@ def test_each_retry_is_logged_with_cause_and_wait(caplog: pytest.LogCaptureFixtu
     assert "attempt 1 of 3" in records[0].getMessage()
 
 
+def test_retry_log_keeps_text_not_the_exception(caplog: pytest.LogCaptureFixture) -> None:
+    # A kept record must not pin the failed attempt's traceback (and its sockets).
+    attempts, _ = make()
+    with caplog.at_level(logging.INFO, logger="streamkit"):
+        attempts.call(failing([ConnectError("refused")]))
+    (record,) = [r for r in caplog.records if r.name == "streamkit"]
+    assert "ConnectError: refused" in record.getMessage()
+    assert record.exc_info is None
+    assert not any(isinstance(arg, BaseException) for arg in record.args or ())
+
+
+def test_retry_if_is_asked_once_per_failure() -> None:
+    asked: List[BaseException] = []
+
+    def retry_if(exc: BaseException) -> bool:
+        asked.append(exc)
+        return isinstance(exc, ConnectError)
+
+    errors = [ConnectError("a"), ConnectError("b"), ModelNotFound("gone", model="m")]
+    attempts, sleep = make(RetryPolicy(attempts=5, retry_if=retry_if))
+    with pytest.raises(ModelNotFound):
+        attempts.call(failing(errors))
+    assert asked == errors
+    assert attempts.count == 3
+    assert len(sleep.waits) == 2
+
+
+def test_success_needs_no_tenacity_and_failure_numbering_is_unchanged(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import streamkit.retry as retry_module
+
+    built: List[int] = []
+    real = retry_module.Retrying
+
+    def counting(*args: object, **kwargs: object) -> tenacity.Retrying:
+        built.append(1)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(retry_module, "Retrying", counting)
+    attempts, sleep = make(RetryPolicy(attempts=4))
+    assert attempts.call(failing([])) == "ok"
+    assert built == []  # the common case pays nothing for the retry machinery
+    attempts, sleep = make(RetryPolicy(attempts=4, wait=lambda s: float(s.attempt_number)))
+    assert attempts.call(failing([busy(), busy()])) == "ok"
+    assert built == [1]
+    assert sleep.waits == [1.0, 2.0]  # tenacity counted the bare first attempt as 1
+
+
 def test_cancel_before_call_raises_cancelled_without_attempt() -> None:
     cancel = threading.Event()
     cancel.set()

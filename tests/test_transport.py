@@ -192,6 +192,47 @@ def test_api_key_is_sent_but_never_shown_and_dropped_on_cross_host_redirect() ->
         assert other.requests[0].headers.get("authorization") is None  # another port
 
 
+def _clear_proxy_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+
+
+def test_environment_proxy_is_used_and_read_when_a_url_is_first_opened(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    _clear_proxy_env(monkeypatch)
+    with RawServer(ndjson_handler([b"{}"])) as proxy, \
+            RawServer(ndjson_handler([b"{}"])) as origin:
+        url = origin.url + "/api/generate"
+        monkeypatch.setenv("HTTP_PROXY", proxy.url)
+        with Transport() as t:
+            for _ in range(2):
+                resp = t.open(url, b"{}", timeouts=FAST, cancel=CancelToken())
+                _read_all(resp)
+                resp.close()
+                # Read once per Transport and URL: a later change is not seen.
+                monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+        assert [r.path for r in proxy.requests] == [url, url]  # absolute-form: via the proxy
+        assert origin.requests == []
+        with Transport() as t:  # a new Transport reads NO_PROXY
+            resp = t.open(url, b"{}", timeouts=FAST, cancel=CancelToken())
+            _read_all(resp)
+            resp.close()
+        assert [r.path for r in origin.requests] == ["/api/generate"]
+
+
+def test_a_small_body_goes_out_with_the_head_and_a_large_one_whole(
+        transport: Transport) -> None:
+    with RawServer(ndjson_handler([b"{}"])) as server:
+        for body in (b'{"a":1}', b"x" * (3 << 20)):
+            resp = transport.open(server.url + "/api/generate", body, timeouts=FAST,
+                                  cancel=CancelToken())
+            _read_all(resp)
+            resp.close()
+        assert [len(r.body) for r in server.requests] == [7, 3 << 20]
+        assert server.requests[1].body == b"x" * (3 << 20)
+
+
 def test_request_json_decodes_json_and_falls_back_to_text(transport: Transport) -> None:
     def handler(conn: RawConn) -> None:
         if conn.request.path == "/api/tags":

@@ -10,6 +10,9 @@ Two rules keep the numbers honest:
 - Tokens are counted by the server (Ollama ``eval_count``, OpenAI
   ``usage.completion_tokens``), never by chunks: a chunk may hold several
   tokens. Gaps between chunks are reported as ICL (inter-*chunk* latency).
+  When the server sends no count (llama.cpp's server ignores
+  ``stream_options.include_usage``), TPOT and output tok/s are None, and
+  separate ``*_estimated`` figures count one text chunk as one token.
 - Latency is also measured from the *scheduled* send time, so requests that
   waited in the client's queue are not flattered (coordinated omission).
 """
@@ -49,6 +52,10 @@ FORMULAS: Dict[str, str] = {
     "tpot_ms": "(last_token - first_token) / (eval_count - k), eval_count from the server, "
                "k = eval_count / text chunks (tokens in the first chunk; 1 when each chunk "
                "holds one token, giving the usual eval_count - 1); eval_count <= 1 excluded",
+    "tpot_ms_estimated": "ESTIMATE, only for requests without a server token count: "
+                         "(last_token - first_token) / (text chunks - 1), counting one "
+                         "chunk as one token",
+    "client_tps_estimated": "1000 / tpot_ms_estimated (ESTIMATE: chunks/s)",
     "icl_ms": "gaps between consecutive text-bearing chunks, pooled over requests "
               "(inter-CHUNK latency: one chunk may hold several tokens)",
     "e2e_ms": "last_token - sent",
@@ -63,7 +70,13 @@ FORMULAS: Dict[str, str] = {
     "server_overhead_ms": "e2e_ms - total_duration (network, HTTP and client time)",
     "window_s": "first scheduled send of the measured phase -> last request done",
     "req_per_s": "successful requests / window_s",
-    "output_tok_per_s": "sum(eval_count) of successful requests / window_s",
+    "output_tok_per_s": "sum(eval_count) of successful requests / window_s; null unless "
+                        "the server counted the tokens of every successful request",
+    "output_tok_per_s_estimated": "ESTIMATE, only when some counts are missing: "
+                                  "(sum(eval_count) + text chunks of the requests "
+                                  "without a count) / window_s",
+    "token_counts": "'server': every successful request has a server token count; "
+                    "'none': no request has one; 'partial': some do",
     "goodput_req_per_s": "successful requests meeting every SLO / window_s",
     "achieved_rate": "(sent requests - 1) / (last sent - first sent)",
     "concurrency_mean": "sum(done - sent) / window_s",
@@ -78,7 +91,8 @@ LATENCY_METRICS = ("ttft_ms", "ttfc_ms", "tpot_ms", "icl_ms", "e2e_ms",
 # Per-request values derive() returns, each summarized as a distribution.
 DERIVED_METRICS = ("ttft_ms", "ttfc_ms", "ttfb_ms", "tpot_ms", "e2e_ms", "queue_ms",
                    "sched_e2e_ms", "dispatch_ms", "tokens_per_chunk", "client_tps",
-                   "eval_rate", "prompt_eval_rate", "load_ms", "server_overhead_ms")
+                   "tpot_ms_estimated", "client_tps_estimated", "eval_rate",
+                   "prompt_eval_rate", "load_ms", "server_overhead_ms")
 
 
 @dataclass
@@ -159,6 +173,7 @@ class Slo:
         """True when the derived metrics of one successful request meet every SLO.
 
         A request with one output token has no TPOT; it counts as 0 (vLLM's rule).
+        Without a server token count the TPOT estimate from chunks is checked.
         """
         checks = (("ttft", "ttft_ms"), ("tpot", "tpot_ms"), ("e2e", "e2e_ms"))
         for name, key in checks:
@@ -166,6 +181,8 @@ class Slo:
             if limit is None:
                 continue
             value = derived.get(key)
+            if value is None and key == "tpot_ms":
+                value = derived.get("tpot_ms_estimated")
             if value is None:
                 if key == "tpot_ms":
                     continue
@@ -253,10 +270,21 @@ def _tpot_ms(r: RequestRecord) -> Optional[float]:
     return (r.last_token_ns - r.first_token_ns) / NS_PER_MS / tokens
 
 
+def _tpot_estimated_ms(r: RequestRecord) -> Optional[float]:
+    """TPOT counting one text chunk as one token: only when the server gave no count."""
+    chunks = len(r.chunk_ns)
+    if r.eval_count is not None or chunks < 2:
+        return None
+    if r.first_token_ns is None or r.last_token_ns is None:
+        return None
+    return (r.last_token_ns - r.first_token_ns) / NS_PER_MS / (chunks - 1)
+
+
 def derive(record: RequestRecord) -> Dict[str, Optional[float]]:
     """The per-request metrics of :data:`FORMULAS` (None where they do not apply)."""
     r = record
     tpot = _tpot_ms(r)
+    tpot_est = _tpot_estimated_ms(r)
     e2e = _ms(r.last_token_ns, r.sent_ns)
     started = r.started_ns if r.started_ns is not None else r.sent_ns
     dispatch = None
@@ -277,6 +305,8 @@ def derive(record: RequestRecord) -> Dict[str, Optional[float]]:
         "tokens_per_chunk": (r.eval_count / text_chunks
                              if r.eval_count is not None and text_chunks else None),
         "client_tps": 1000.0 / tpot if tpot else None,
+        "tpot_ms_estimated": tpot_est,
+        "client_tps_estimated": 1000.0 / tpot_est if tpot_est else None,
         "eval_rate": _rate(r.eval_count, r.eval_duration),
         "prompt_eval_rate": _rate(r.prompt_eval_count, r.prompt_eval_duration),
         "load_ms": r.load_duration / NS_PER_MS if r.load_duration is not None else None,
@@ -300,8 +330,8 @@ class PointSummary:
     warmup_excluded: int
     window_s: float
     req_per_s: float
-    output_tokens: int
-    output_tok_per_s: float
+    output_tokens: Optional[int]
+    output_tok_per_s: Optional[float]
     input_tok_per_s: float
     goodput_req_per_s: Optional[float]
     goodput_frac: Optional[float]
@@ -312,6 +342,8 @@ class PointSummary:
     client_cpu: Optional[float] = None
     processes: int = 1
     metrics: Dict[str, Distribution] = field(default_factory=dict)
+    token_counts: str = "server"
+    output_tok_per_s_estimated: Optional[float] = None
 
     def as_dict(self) -> Dict[str, Any]:
         return asdict(self)
@@ -377,7 +409,7 @@ def summarize(records: Sequence[RequestRecord], *, label: str, mode: str,
     window_ns = _window_ns(measured, base_ns)
     window_s = window_ns / NS_PER_S
     errors, busy = _error_counts(measured)
-    out_tokens = sum(r.eval_count or 0 for r in good)
+    token_counts, out_tokens, estimated_tokens = _output_tokens(good)
     in_tokens = sum(r.prompt_eval_count or 0 for r in good)
     goodput = frac = None
     if slo is not None:
@@ -393,13 +425,33 @@ def summarize(records: Sequence[RequestRecord], *, label: str, mode: str,
         requests=len(measured), ok=len(good), failed=len(measured) - len(good),
         busy_503=busy, errors=errors, warmup_excluded=warm, window_s=window_s,
         req_per_s=len(good) / window_s, output_tokens=out_tokens,
-        output_tok_per_s=out_tokens / window_s, input_tok_per_s=in_tokens / window_s,
+        output_tok_per_s=None if out_tokens is None else out_tokens / window_s,
+        output_tok_per_s_estimated=(None if estimated_tokens is None
+                                    else estimated_tokens / window_s),
+        token_counts=token_counts, input_tok_per_s=in_tokens / window_s,
         goodput_req_per_s=goodput, goodput_frac=frac,
         achieved_rate=_achieved_rate(measured),
         concurrency_mean=busy_ns / window_ns,
         concurrency_peak=_peak_concurrency(measured),
         coalesced_frac=coalesced / chunk_total if chunk_total else None,
         client_cpu=client_cpu, processes=processes, metrics=metrics)
+
+
+def _output_tokens(good: Sequence[RequestRecord]
+                   ) -> tuple[str, Optional[int], Optional[int]]:
+    """(token_counts flag, server-counted output tokens, estimated output tokens).
+
+    The server total is None unless every successful request was counted
+    (a partial sum would understate throughput); the estimate is None when
+    it is not needed, else counts one text chunk as one token where the
+    server gave no count.
+    """
+    missing = [r for r in good if r.eval_count is None]
+    counted = sum(r.eval_count or 0 for r in good)
+    if not missing:
+        return "server", counted, None
+    flag = "none" if len(missing) == len(good) else "partial"
+    return flag, None, counted + sum(len(r.chunk_ns) for r in missing)
 
 
 def _metric_distributions(good: Sequence[RequestRecord],

@@ -13,6 +13,10 @@ Charts:
   time to first token, decode.
 - ``compare.png`` (``streamkit bench compare --out``): the load chart of
   several runs overlaid.
+
+When the server sent no token counts, TPOT and throughput are drawn from the
+chunk-based estimates, labelled "estimated"; a panel with nothing to draw
+says so instead of showing an empty legend.
 """
 
 from __future__ import annotations
@@ -71,6 +75,42 @@ def _line(ax: Any, xs: List[Optional[float]], ys: List[Optional[float]], **style
         ax.plot([p[0] for p in pairs], [p[1] for p in pairs], marker="o", **style)
 
 
+def _legend_or_note(ax: Any, note: str = "no data") -> None:
+    """A legend when something labelled was drawn, else ``note`` in the panel
+    (an empty legend() call only warns)."""
+    handles, _ = ax.get_legend_handles_labels()
+    if handles:
+        ax.legend(fontsize=7)
+    else:
+        ax.text(0.5, 0.5, note, transform=ax.transAxes, ha="center", va="center",
+                color="0.4", fontsize=9)
+
+
+def _estimated(summaries: Sequence[Mapping[str, Any]], metric: str, stat: str
+               ) -> Tuple[List[Optional[float]], bool]:
+    """A stat of ``metric`` per point, falling back to ``metric``_estimated where the
+    server sent no token counts; True when any value is an estimate."""
+    values, estimated = [], False
+    for s in summaries:
+        value = _stat(s, metric, stat)
+        if value is None:
+            value = _stat(s, f"{metric}_estimated", stat)
+            estimated = estimated or value is not None
+        values.append(value)
+    return values, estimated
+
+
+def _throughputs(summaries: Sequence[Mapping[str, Any]]) -> Tuple[List[Optional[float]], bool]:
+    values, estimated = [], False
+    for s in summaries:
+        value = s.get("output_tok_per_s")
+        if value is None:
+            value = s.get("output_tok_per_s_estimated")
+            estimated = estimated or value is not None
+        values.append(float(value) if isinstance(value, (int, float)) else None)
+    return values, estimated
+
+
 def _load_axes(axes: Any, name: str, summaries: Sequence[Mapping[str, Any]],
                color: Optional[str], prefix: str) -> None:
     xs = [_x_of(s) for s in summaries]
@@ -78,15 +118,17 @@ def _load_axes(axes: Any, name: str, summaries: Sequence[Mapping[str, Any]],
               ("e2e_ms", "E2E (ms)"))
     for ax, (metric, title) in zip(axes[:3], panels):
         for stat, dash in (("p50", "-"), ("p90", "--"), ("p99", ":")):
-            _line(ax, xs, [_stat(s, metric, stat) for s in summaries], linestyle=dash,
-                  color=color, label=f"{prefix}{stat}")
+            ys, est = _estimated(summaries, metric, stat)
+            _line(ax, xs, ys, linestyle=dash, color=color,
+                  label=f"{prefix}{stat}" + (" (estimated from chunks)" if est else ""))
         if metric == "e2e_ms":
             _line(ax, xs, [_stat(s, "sched_e2e_ms", "p99") for s in summaries],
                   linestyle="-.", color=color or "crimson", label=f"{prefix}p99 from scheduled")
         ax.set_title(title)
     ax = axes[3]
-    _line(ax, xs, [s.get("output_tok_per_s") for s in summaries], color=color,
-          label=f"{prefix}output tok/s")
+    ys, est = _throughputs(summaries)
+    _line(ax, xs, ys, color=color, label=f"{prefix}output tok/s"
+          + (" (estimated from chunks)" if est else ""))
     ax.set_title("throughput (output tokens/s)")
 
 
@@ -103,7 +145,7 @@ def _load_figure(series: Sequence[Series]) -> Any:
         ax.set_xlabel(xlabel)
         ax.grid(True, alpha=0.3)
         ax.set_ylim(bottom=0)
-        ax.legend(fontsize=7)
+        _legend_or_note(ax)
     return fig
 
 
@@ -121,16 +163,31 @@ def _histograms(points: Sequence[Any], path: str) -> str:
         ax = fig.add_subplot(1, 3, i + 1)
         for point in points:
             good = [r for r in point.records if r.ok and not r.warmup]
-            if metric == "icl_ms":
-                values = [g for r in good for g in icl_gaps_ms(r)]
-            else:
-                values = [v for v in (derive(r)[metric] for r in good) if v is not None]
-            if values:
-                ax.hist(values, bins=40, alpha=0.55, label=point.summary.label)
+            for label, values in _hist_values(good, metric, point.summary.label):
+                ax.hist(values, bins=40, alpha=0.55, label=label)
         ax.set_title(title)
         ax.set_ylabel("count")
-        ax.legend(fontsize=7)
+        _legend_or_note(ax)
     return _save(fig, path)
+
+
+def _hist_values(good: Sequence[Any], metric: str, label: str
+                 ) -> List[Tuple[str, List[float]]]:
+    """(label, values) series of one point's panel; TPOT adds the chunk estimate."""
+    if metric == "icl_ms":
+        series = [(label, [g for r in good for g in icl_gaps_ms(r)])]
+    else:
+        derived = [derive(r) for r in good]
+        series = [(label, [v for v in (d[metric] for d in derived) if v is not None])]
+        if metric == "tpot_ms":
+            series.append((f"{label} (estimated from chunks)",
+                           [v for v in (d["tpot_ms_estimated"] for d in derived)
+                            if v is not None]))
+    return [(name, values) for name, values in series if values]
+
+
+_TIMELINE_PARTS = (("0.7", "waiting in the client (scheduled -> sent)"),
+                   ("tab:orange", "to first token"), ("tab:blue", "decode"))
 
 
 def _timeline(point: Any, path: str) -> str:
@@ -139,20 +196,38 @@ def _timeline(point: Any, path: str) -> str:
     fig = _figure(11, max(3.0, min(12.0, 0.05 * len(records) + 2.5)))
     ax = fig.add_subplot(1, 1, 1)
     base = point.base_ns
+    failed = False
     for y, r in enumerate(records):
         segments = _segments(r, base)
-        for (start, end), color in zip(segments, ("0.7", "tab:orange", "tab:blue")):
+        for (start, end), (color, _) in zip(segments, _TIMELINE_PARTS):
             if start is not None and end is not None and end >= start:
                 ax.barh(y, end - start, left=start, height=0.8, color=color, linewidth=0)
         if not r.ok:
-            ax.plot([segments[0][1] or 0.0], [y], marker="x", color="red")
+            failed = True
+            ax.plot([segments[0][1] or 0.0], [y], marker="x", color="red", linestyle="none")
+    _timeline_legend(ax, failed)
     ax.set_xlabel("seconds from the start of the point")
     ax.set_ylabel("request (in schedule order)")
-    ax.set_title(f"per-request timeline, {point.summary.label}: grey = waiting in the client "
-                 "(scheduled -> sent), orange = to first token, blue = decode")
-    ax.yaxis.get_major_locator().set_params(integer=True)
-    ax.invert_yaxis()
+    ax.set_title(f"per-request timeline, {point.summary.label}")
+    # requests are whole numbers: no 2.5th request on the axis
+    from matplotlib.ticker import MaxNLocator
+
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylim(len(records) - 0.5, -0.5)  # first request on top
     return _save(fig, path)
+
+
+def _timeline_legend(ax: Any, failed: bool) -> None:
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    handles: List[Any] = [Patch(color=color, label=label) for color, label in _TIMELINE_PARTS]
+    if failed:
+        handles.append(Line2D([], [], marker="x", color="red", linestyle="none",
+                              label="failed"))
+    # below the axes: inside, it would hide the bars of some requests
+    ax.legend(handles=handles, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14),
+              ncol=len(handles), frameon=False)
 
 
 def _segments(r: Any, base: int) -> List[Tuple[Optional[float], Optional[float]]]:

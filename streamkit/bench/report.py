@@ -8,7 +8,11 @@ File formats (stable; ``summary.csv`` columns are :data:`SUMMARY_COLUMNS`):
 - ``requests.jsonl``: one object per request (warm-up included, flagged):
   stamps in ms from the point's schedule zero, derived metrics, server
   counts, errors, and ``chunk_ms`` (text-chunk arrivals in ms after ``sent``).
-- ``summary.csv``: one row per load point.
+- ``summary.csv``: one row per load point. The column names are stable;
+  new columns are only ever appended. When the server sent no token counts,
+  ``output_tok_per_s`` and the ``tpot_ms_*`` columns are empty, ``token_counts``
+  says ``none`` (or ``partial``) and the ``*_estimated`` columns hold the
+  chunk-based estimates.
 """
 
 from __future__ import annotations
@@ -47,7 +51,12 @@ SUMMARY_COLUMNS: Tuple[str, ...] = (
     "eval_rate_mean", "prompt_eval_rate_mean", "client_tps_mean", "tokens_per_chunk_mean",
     "load_ms_mean", "dispatch_ms_p99", "client_cpu", "coalesced_frac",
     "floor_lag_ms_p50", "floor_lag_ms_p99", "floor_ttft_ms_p50", "warnings",
+    # appended later; empty unless the server sent no token counts
+    "token_counts", "output_tok_per_s_estimated",
+    *(f"tpot_ms_estimated_{s}" for s in _STATS),
 )
+NO_COUNTS = "server sent no token counts"
+ESTIMATE_NOTE = "estimated: 1 text chunk counted as 1 token"
 _STAMPS = ("scheduled_ns", "dispatched_ns", "picked_ns", "started_ns", "sent_ns",
            "headers_ns", "first_byte_ns", "first_token_ns", "first_content_ns",
            "last_token_ns", "done_ns")
@@ -55,7 +64,7 @@ _SERVER = ("eval_count", "eval_duration", "prompt_eval_count", "prompt_eval_dura
            "load_duration", "total_duration")
 _DISPLAY = {"ttft_ms": "TTFT", "ttfc_ms": "TTFC", "tpot_ms": "TPOT", "icl_ms": "ICL (chunks)",
             "e2e_ms": "E2E (from send)", "queue_ms": "queue (sched->sent)",
-            "sched_e2e_ms": "E2E (from sched)"}
+            "sched_e2e_ms": "E2E (from sched)", "tpot_ms_estimated": "TPOT (estimated)"}
 
 
 # --- environment ------------------------------------------------------------------
@@ -147,7 +156,7 @@ def summary_row(point: Any) -> Dict[str, Any]:
     s, cal = point.summary, point.calibration
     m = s.metrics
     row: Dict[str, Any] = {k: getattr(s, k) for k in SUMMARY_COLUMNS if hasattr(s, k)}
-    for name in LATENCY_METRICS:
+    for name in (*LATENCY_METRICS, "tpot_ms_estimated"):
         for stat in _STATS:
             row[f"{name}_{stat}"] = _dist(m.get(name), stat)
     for name in ("eval_rate", "prompt_eval_rate", "client_tps", "tokens_per_chunk", "load_ms"):
@@ -229,17 +238,51 @@ def _fmt(value: Optional[float], digits: int = 1) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-def _metric_table(metrics: Mapping[str, Distribution]) -> List[str]:
+def _metric_table(metrics: Mapping[str, Distribution], token_counts: str) -> List[str]:
     head = f"  {'metric (ms)':<20}{'count':>7}" + "".join(
         f"{s:>9}" for s in ("mean", "p50", "p90", "p95", "p99", "max"))
     lines = [head]
     for name in LATENCY_METRICS:
         d = metrics.get(name)
+        if name == "tpot_ms" and token_counts != "server":
+            if token_counts == "none":
+                lines.append(f"  {_DISPLAY[name]:<20}{'n/a':>7}  ({NO_COUNTS})")
+            else:
+                lines.append(_metric_row(name, d))
+            lines.append(_metric_row("tpot_ms_estimated", metrics.get("tpot_ms_estimated"))
+                         + f"  ({ESTIMATE_NOTE})")
+            continue
         if d is None or d.count == 0:
             continue
-        lines.append(f"  {_DISPLAY[name]:<20}{d.count:>7}" + "".join(
-            f"{_fmt(getattr(d, s)):>9}" for s in ("mean", "p50", "p90", "p95", "p99", "max")))
+        lines.append(_metric_row(name, d))
     return lines
+
+
+def _metric_row(name: str, d: Optional[Distribution]) -> str:
+    d = d or Distribution()
+    return f"  {_DISPLAY[name]:<20}{d.count:>7}" + "".join(
+        f"{_fmt(getattr(d, s)):>9}" for s in ("mean", "p50", "p90", "p95", "p99", "max"))
+
+
+def _throughput(s: Any) -> str:
+    if s.output_tok_per_s is not None:
+        return f"{s.output_tok_per_s:.1f} output tok/s"
+    est = "-" if s.output_tok_per_s_estimated is None else f"{s.output_tok_per_s_estimated:.1f}"
+    which = NO_COUNTS if s.token_counts == "none" else "server token counts missing for some"
+    return f"output tok/s n/a ({which}; ~{est} estimated from text chunks)"
+
+
+def _decode_rates(s: Any) -> str:
+    m = s.metrics
+    if s.token_counts == "none":
+        est = m.get("client_tps_estimated", Distribution()).mean
+        return (f"  decode rate: server n/a ({NO_COUNTS}) · client ~{_fmt(est)} chunks/s "
+                f"(1000/TPOT, {ESTIMATE_NOTE}) · prompt eval "
+                f"{_fmt(m['prompt_eval_rate'].mean)} tok/s")
+    return (f"  decode rate: server eval {_fmt(m['eval_rate'].mean)} tok/s · client "
+            f"{_fmt(m['client_tps'].mean)} tok/s (1000/TPOT) · prompt eval "
+            f"{_fmt(m['prompt_eval_rate'].mean)} tok/s · "
+            f"{_fmt(m['tokens_per_chunk'].mean, 2)} tokens/chunk")
 
 
 def format_point(point: Any) -> str:
@@ -252,16 +295,13 @@ def format_point(point: Any) -> str:
     good = ""
     if s.goodput_req_per_s is not None:
         good = f" · goodput {s.goodput_req_per_s:.2f} req/s ({s.goodput_frac:.0%} meet the SLO)"
-    lines.append(f"  throughput: {s.req_per_s:.2f} req/s · {s.output_tok_per_s:.1f} output tok/s"
+    lines.append(f"  throughput: {s.req_per_s:.2f} req/s · {_throughput(s)}"
                  f" · concurrency mean {s.concurrency_mean:.1f}, peak {s.concurrency_peak}"
                  + good)
     if s.achieved_rate is not None and s.rate is not None:
         lines.append(f"  send rate: {s.achieved_rate:.2f}/s achieved of {s.rate:g}/s target")
-    lines.append(f"  decode rate: server eval {_fmt(m['eval_rate'].mean)} tok/s · client "
-                 f"{_fmt(m['client_tps'].mean)} tok/s (1000/TPOT) · prompt eval "
-                 f"{_fmt(m['prompt_eval_rate'].mean)} tok/s · "
-                 f"{_fmt(m['tokens_per_chunk'].mean, 2)} tokens/chunk")
-    lines.extend(_metric_table(m))
+    lines.append(_decode_rates(s))
+    lines.extend(_metric_table(m, s.token_counts))
     if point.calibration is not None:
         lines.append("  " + point.calibration.sentence())
     cpu = "-" if s.client_cpu is None else f"{s.client_cpu:.0%}"
@@ -302,6 +342,12 @@ _COMPARE_COLUMNS = (
 )
 
 
+# Where a run has no server token counts, these columns show the chunk estimate.
+_ESTIMATES = {"tok/s": ("output_tok_per_s_estimated",),
+              "TPOT p50": ("metrics", "tpot_ms_estimated", "p50"),
+              "TPOT p99": ("metrics", "tpot_ms_estimated", "p99")}
+
+
 def _dig(data: Any, keys: Sequence[str]) -> Optional[float]:
     for key in keys:
         if not isinstance(data, dict):
@@ -319,6 +365,9 @@ def compare_rows(runs: Sequence[Tuple[str, Mapping[str, Any]]]) -> List[Dict[str
             row: Dict[str, Any] = {"point": s.get("label"), "run": name,
                                    "model": data.get("config", {}).get("model")}
             row.update({col: _dig(s, keys) for col, keys in _COMPARE_COLUMNS})
+            row["estimated"] = sorted(col for col, keys in _ESTIMATES.items()
+                                      if row[col] is None and _dig(s, keys) is not None)
+            row.update({col: _dig(s, _ESTIMATES[col]) for col in row["estimated"]})
             by_point.setdefault(str(s.get("label")), []).append(row)
     return [row for rows in by_point.values() for row in rows]
 
@@ -327,7 +376,8 @@ def format_compare(runs: Sequence[Tuple[str, Mapping[str, Any]]]) -> str:
     """Runs side by side, one line per (point, run); latencies in ms.
 
     For the same point in several runs, later runs show their TTFT/TPOT p50
-    and tok/s change against the first run.
+    and tok/s change against the first run. A value marked ``~`` is an
+    estimate from text chunks (that run's server sent no token counts).
     """
     rows = compare_rows(runs)
     width = max([len(str(r["run"])) for r in rows] + [3])
@@ -336,17 +386,24 @@ def format_compare(runs: Sequence[Tuple[str, Mapping[str, Any]]]) -> str:
     first: Dict[str, Dict[str, Any]] = {}
     for row in rows:
         base = first.setdefault(str(row["point"]), row)
-        cells = "".join(f"{_fmt(row[c], 2):>14}" for c, _ in _COMPARE_COLUMNS)
+        cells = "".join(f"{_cell(row, c):>14}" for c, _ in _COMPARE_COLUMNS)
         lines.append(f"{row['point']!s:<18}{row['run']!s:<{width + 2}}{cells}")
         if base is not row:
             deltas = [_delta(col, row, base) for col in ("tok/s", "TTFT p50", "TPOT p50")]
             lines.append(f"{'':<18}{'':<{width + 2}}  vs {base['run']}: " + ", ".join(deltas))
+    if any(row["estimated"] for row in rows):
+        lines.append(f"~ = {ESTIMATE_NOTE} ({NO_COUNTS})")
     return "\n".join(lines)
+
+
+def _cell(row: Mapping[str, Any], col: str) -> str:
+    text = _fmt(row[col], 2)
+    return "~" + text if col in row["estimated"] else text
 
 
 def _delta(col: str, row: Mapping[str, Any], base: Mapping[str, Any]) -> str:
     a, b = base.get(col), row.get(col)
-    if not a or b is None:
-        return f"{col} -"
+    if not a or b is None or (col in base["estimated"]) != (col in row["estimated"]):
+        return f"{col} -"  # an estimate is not compared with a server count
     return f"{col} {100.0 * (b - a) / a:+.1f}%"
 

@@ -262,7 +262,9 @@ def _measure(config: BenchConfig, host: str, plan: LoadPlan, warmup: Optional[Lo
 def _pace_of(records: List[RequestRecord]) -> Optional[Tuple[float, float]]:
     """Median client decode rate (tok/s) and TTFT (s) of the successful records."""
     derived = [derive(r) for r in records if r.ok and not r.warmup]
-    rates = [d["client_tps"] for d in derived if d["client_tps"]]
+    # without server token counts the chunk estimate is the best pace there is
+    paces = (d["client_tps"] or d["client_tps_estimated"] for d in derived)
+    rates = [tps for tps in paces if tps]
     ttfts = [d["ttft_ms"] for d in derived if d["ttft_ms"] is not None]
     if not rates or not ttfts:
         return None
@@ -343,6 +345,8 @@ def run_bench(config: BenchConfig, *,
             pace = (_calibration_pace(config, host, emulator, results) if config.calibrate
                     else (0.0, 0.0))
             result = _run_point(config, host, pace, label, plan, stop, status)
+            if any(_once(w) for p in results for w in p.warnings):
+                result.warnings = [w for w in result.warnings if not _once(w)]
             results.append(result)
             if on_point is not None:
                 on_point(result)
@@ -378,10 +382,32 @@ def _run_point(config: BenchConfig, host: str, pace: Tuple[float, float], label:
                        calibration=calibration, warnings=warnings)
 
 
+TOKEN_COUNT_WARNING = "server sent no token counts"
+
+
+def _once(warning: str) -> bool:
+    """Warnings about the server itself, given once per run rather than per point."""
+    return warning.startswith(TOKEN_COUNT_WARNING)
+
+
+def token_count_warning(summary: PointSummary) -> Optional[str]:
+    """The warning for a server that did not count its output tokens (None if it did)."""
+    if summary.token_counts == "server":
+        return None
+    some = "" if summary.token_counts == "none" else " for some requests"
+    return (f"{TOKEN_COUNT_WARNING}{some} (no eval_count / usage.completion_tokens; e.g. a "
+            "server that ignores stream_options.include_usage): output tok/s and TPOT are "
+            "n/a; the figures marked 'estimated' count one text chunk as one token, "
+            "which undercounts when a chunk carries several")
+
+
 def health_warnings(summary: PointSummary, records: List[RequestRecord],
                     calibration: Optional[Calibration], plan: LoadPlan) -> List[str]:
     """Measurement-health warnings (benchmarking.md 5.5): is the client the bottleneck?"""
     out: List[str] = []
+    counts = token_count_warning(summary)
+    if counts is not None:
+        out.append(counts)
     m = summary.metrics
     dispatch = m["dispatch_ms"].p99
     if dispatch is not None and dispatch > DISPATCH_P99_LIMIT_MS:

@@ -118,7 +118,12 @@ class OpenAIDecoder:
         """Finish a last line and event without terminator; StreamInterrupted without [DONE]."""
         chunks: List[Chunk] = []
         if not self.done:
-            chunks = self._lines([*self._framer.flush(), b""], received_ns)
+            try:
+                chunks = self._lines([*self._framer.flush(), b""], received_ns)
+            except ProtocolError as exc:  # a last event cut short: a truncation
+                raise StreamInterrupted(
+                    "the response body ended in the middle of an event; the reply is "
+                    "incomplete (the server or a proxy cut it short)") from exc
         if not self.done:
             raise StreamInterrupted(
                 "the response body ended before data: [DONE]; the reply is incomplete "
