@@ -316,6 +316,8 @@ def test_disconnect_during_first_token_delay_or_load(setting: Dict[str, float]) 
 def test_disconnect_while_waiting_for_a_slot() -> None:
     with Emulator(tokens_per_second=40, parallel=1, response_tokens=(30, 30)) as emu:
         holder = _open_stream(emu.url, GEN_BODY)
+        # the holder must own the slot before the waiter arrives (two connections race)
+        assert emu.wait_until(lambda c: c["in_flight"] == 1, 5)
         waiter = _open_stream(emu.url, {**GEN_BODY, "prompt": "second"})
         with holder:
             assert emu.wait_until(lambda c: c["waiting"] == 1, 5)
