@@ -123,12 +123,18 @@ def test_stop_event_ends_an_open_loop_early() -> None:
     fake = FakeServer()
     stop = threading.Event()
     offsets = (0.0, 0.01, 5.0, 10.0)
-    timer = threading.Timer(0.1, stop.set)
-    timer.start()
+
+    def send_then_stop_after_two(job: Job) -> RequestRecord:
+        # stop as soon as the second request went out: no race with a timer
+        record = fake.send(job)
+        with fake.lock:
+            if len(fake.jobs) >= 2:
+                stop.set()
+        return record
+
     t0 = time.perf_counter()
-    out = run_plan(fake.send, LoadPlan(rate=1.0, offsets=offsets), stop=stop)
-    timer.join()
-    assert time.perf_counter() - t0 < 3.0
+    out = run_plan(send_then_stop_after_two, LoadPlan(rate=1.0, offsets=offsets), stop=stop)
+    assert time.perf_counter() - t0 < 3.0  # the 5 s and 10 s arrivals were never waited for
     assert len(out.records) == 2
 
 
