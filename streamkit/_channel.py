@@ -61,7 +61,8 @@ class _Channel:
     """Bounded batches from one producer to one consumer, then one end record.
 
     Lock rules: ``_lock`` (shared by the two Conditions) guards the queue
-    (``_batches``, ``_queued``, ``_unbounded``, ``_waiters``), the delivered
+    (``_batches``, ``_queued``, ``_unbounded``, ``_waiters``, the counts of
+    waiting threads ``_taking`` and ``_putting``), the delivered
     text and timing, and ``end``. ``end`` is written once, by :meth:`finish`.
     ``_items`` is notified when a batch or the end arrives (consumers wait on
     it); ``_space`` when chunks are taken, the bound is lifted or the stream
@@ -72,16 +73,23 @@ class _Channel:
         self._capacity = queue_size
         self.token = token
         self._lock = threading.Lock()
-        self._items = threading.Condition(self._lock)
-        self._space = threading.Condition(self._lock)
+        # The Conditions and the Event are made (under _lock) by the first
+        # thread that waits: most streams of a fan-out never wait on them,
+        # and making them is most of the cost of a Stream.
+        self._items: Optional[threading.Condition] = None
+        self._space: Optional[threading.Condition] = None
+        self._ended: Optional[threading.Event] = None
         self._batches: Deque[List[Chunk]] = deque()
         self._queued = 0
         self.peak_queued = 0  # most chunks ever queued (observability, tests)
         self.largest_batch = 0
         self._unbounded = False
+        # Threads waiting on _items (a consumer) and on _space (the producer):
+        # the per-read notify is skipped when nobody waits.
+        self._taking = 0
+        self._putting = 0
         self._waiters: List[Tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
         self.end: Optional[Result] = None
-        self.ended = threading.Event()
         self._callbacks: List[Callable[[Result], None]] = []
         self._running = False
         self._sink: Optional[Sink] = None
@@ -114,7 +122,13 @@ class _Channel:
                    and self.end is None and self._sink is None):
                 if self.token.cancelled:
                     raise Cancelled()
-                self._space.wait(PUT_POLL_S)
+                if self._space is None:
+                    self._space = threading.Condition(self._lock)
+                self._putting += 1
+                try:
+                    self._space.wait(PUT_POLL_S)
+                finally:
+                    self._putting -= 1
             if self.end is not None:
                 raise _Stopped()
             self._account(chunks)
@@ -125,7 +139,9 @@ class _Channel:
                     self.peak_queued = self._queued
                 if len(chunks) > self.largest_batch:
                     self.largest_batch = len(chunks)
-                self._items.notify()
+                if self._taking:
+                    assert self._items is not None
+                    self._items.notify()
             waiters = self._take_waiters()
         _wake(waiters)
         if self._sink is not None:
@@ -168,9 +184,12 @@ class _Channel:
             if self.end is not None:
                 return False
             end = self.end = result if result is not None else self._build_result(error)
-            self.ended.set()
-            self._items.notify_all()
-            self._space.notify_all()
+            if self._ended is not None:
+                self._ended.set()
+            if self._items is not None:
+                self._items.notify_all()
+            if self._space is not None:
+                self._space.notify_all()
             waiters = self._take_waiters()
             callbacks, self._callbacks = self._callbacks, []
         _wake(waiters)
@@ -206,11 +225,19 @@ class _Channel:
         """The next batch, else the end record; None if neither came within ``timeout``."""
         with self._lock:
             if not self._batches and self.end is None and timeout != 0:
-                self._items.wait_for(lambda: self._batches or self.end is not None, timeout)
+                if self._items is None:
+                    self._items = threading.Condition(self._lock)
+                self._taking += 1
+                try:
+                    self._items.wait_for(lambda: self._batches or self.end is not None, timeout)
+                finally:
+                    self._taking -= 1
             if self._batches:
                 batch = self._batches.popleft()
                 self._queued -= len(batch)
-                self._space.notify()
+                if self._putting:
+                    assert self._space is not None
+                    self._space.notify()
                 return batch
             return self.end
 
@@ -230,7 +257,18 @@ class _Channel:
         """Stop applying backpressure (result() was asked for: nobody may be reading)."""
         with self._lock:
             self._unbounded = True
-            self._space.notify_all()
+            if self._space is not None:
+                self._space.notify_all()
+
+    def wait_end(self, timeout: Optional[float]) -> bool:
+        """Wait until the end record is written; False if ``timeout`` passed first."""
+        with self._lock:
+            if self.end is not None:
+                return True
+            if self._ended is None:
+                self._ended = threading.Event()
+            ended = self._ended
+        return ended.wait(timeout)
 
     @property
     def queued(self) -> int:

@@ -180,7 +180,7 @@ class _Worker(_Channel):
         response = self._transport.open(url, self._body, timeouts=self._attempt_timeouts(),
                                         cancel=self.token)
         self._response = response
-        headers_ns = time.perf_counter_ns()
+        headers_ns = response.head_ns
         if not 200 <= response.status < 300:
             raise self._dialect.error_for_status(response.status, response.read_body(),
                                                  response.headers, self.request.model)
@@ -190,7 +190,7 @@ class _Worker(_Channel):
         while True:
             timeout, phase = self._budget(first_deadline, "first_token")
             data = response.read_some(timeout, phase=phase)
-            ns = time.perf_counter_ns()
+            ns = response.read_ns  # stamped as the recv returned, before any parsing
             try:
                 if not data:
                     chunks = decoder.close(ns)
@@ -221,7 +221,7 @@ class _Worker(_Channel):
             while not decoder.done:
                 timeout, phase = self._budget(idle_deadline, "idle")
                 data = response.read_some(timeout, phase=phase)
-                ns = time.perf_counter_ns()
+                ns = response.read_ns
                 if not data:
                     last = decoder.close(ns)
                     self._emit(last, replay)

@@ -169,33 +169,49 @@ class _Channel:
         self._limit = chunk_limit
         self._closed = False
         self._cond = threading.Condition(threading.Lock())
+        # Threads waiting on _cond for items (the consumer) and for space (the
+        # workers): a notify nobody waits for is skipped; it costs a little
+        # on every chunk of every stream.
+        self._getting = 0
+        self._putting = 0
 
     def put_chunk(self, item: Any, job: _Job) -> None:
         with self._cond:
             while self._chunks >= self._limit and not (self._closed or job.cancelled):
-                self._cond.wait(POLL_S)  # wakes on get(); the slice re-checks cancel
+                self._putting += 1
+                try:
+                    self._cond.wait(POLL_S)  # wakes on get(); the slice re-checks cancel
+                finally:
+                    self._putting -= 1
             if self._closed or job.cancelled:
                 return
             self._items.append((True, item))
             self._chunks += 1
-            self._cond.notify_all()
+            if self._getting:
+                self._cond.notify_all()
 
     def put_result(self, item: Any) -> None:
         with self._cond:
             self._items.append((False, item))
-            self._cond.notify_all()
+            if self._getting:
+                self._cond.notify_all()
 
     def get(self, timeout: float) -> Optional[Tuple[bool, Any]]:
         """The next (is_chunk, item), or None if nothing came within ``timeout``."""
         with self._cond:
             if not self._items:
-                self._cond.wait(timeout)
+                self._getting += 1
+                try:
+                    self._cond.wait(timeout)
+                finally:
+                    self._getting -= 1
                 if not self._items:
                     return None
             is_chunk, item = self._items.popleft()
             if is_chunk:
                 self._chunks -= 1
-                self._cond.notify_all()
+                if self._putting:
+                    self._cond.notify_all()
             return is_chunk, item
 
     def close(self) -> None:

@@ -295,7 +295,7 @@ class Stream:
             TimeoutError: the stream did not end within ``timeout`` seconds.
         """
         self._w.lift_bound()
-        if not self._w.ended.wait(timeout):
+        if not self._w.wait_end(timeout):
             raise TimeoutError(f"stream {self.id!r} did not end within {timeout} s")
         end = self._w.end
         assert end is not None

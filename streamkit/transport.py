@@ -46,6 +46,8 @@ any phase after cancel()      Cancelled
 from __future__ import annotations
 
 import contextlib
+import http.client
+import io
 import json
 import socket
 import threading
@@ -208,12 +210,45 @@ class _CancellableConnectionMixin:
         super().send(data)  # type: ignore[misc]
 
 
+class _StampedSocketIO(socket.SocketIO):
+    """A socket's raw reader that notes when each ``recv`` returned.
+
+    ``Chunk.received_ns`` is when the bytes came off the socket. Bytes that
+    arrived in the same segment as the headers (a server usually sends the
+    head and the first chunk together) sit in the reader's buffer while the
+    headers are parsed: their arrival is this stamp, not the time of the
+    later ``read1`` that returns them from the buffer.
+    """
+
+    last_ns = 0
+
+    def readinto(self, b: Any) -> Optional[int]:
+        n = super().readinto(b)
+        self.last_ns = time.perf_counter_ns()  # first thing after the recv returns
+        return n
+
+
+class _StampedHTTPResponse(http.client.HTTPResponse):
+    """http.client's response reading through a :class:`_StampedSocketIO`."""
+
+    def __init__(self, sock: socket.socket, debuglevel: int = 0,
+                 method: Optional[str] = None, url: Optional[str] = None) -> None:
+        super().__init__(sock, debuglevel, method, url)
+        if isinstance(sock, socket.socket):
+            # What sock.makefile("rb") does, with our raw reader; the socket
+            # counts its open files (it closes only once they are closed).
+            raw = _StampedSocketIO(sock, "rb")
+            sock._io_refs += 1  # type: ignore[attr-defined]
+            plain, self.fp = self.fp, io.BufferedReader(raw, io.DEFAULT_BUFFER_SIZE)
+            plain.close()
+
+
 class _HTTPConnection(_CancellableConnectionMixin, HTTPConnection):
-    pass
+    response_class = _StampedHTTPResponse
 
 
 class _HTTPSConnection(_CancellableConnectionMixin, HTTPSConnection):
-    pass
+    response_class = _StampedHTTPResponse
 
 
 class _CancellablePoolMixin:
@@ -392,7 +427,9 @@ class Response:
     """One streaming HTTP response. Used by one thread at a time (the worker).
 
     ``status`` and ``headers`` (lower-case keys) are set; the body is read
-    with :meth:`read_some` or :meth:`read_body`. Once the body has been read
+    with :meth:`read_some` or :meth:`read_body`; ``head_ns`` and ``read_ns``
+    (``perf_counter_ns``) are when the headers and the bytes of the last
+    read came off the socket. Once the body has been read
     to its end the connection goes back to the pool; :meth:`close` before
     that closes it (a half-read connection is never reused).
     """
@@ -413,6 +450,12 @@ class Response:
                                                       "_sock", None)
         if self._sock is not None:
             cancel._attach(self._sock)
+        raw = getattr(self._fp, "raw", None)
+        self._stamps: Optional[_StampedSocketIO] = (
+            raw if isinstance(raw, _StampedSocketIO) else None)
+        # When the headers came off the socket, and the bytes of the last read.
+        self.head_ns: int = self._stamp()
+        self.read_ns: int = self.head_ns
         self._dechunker = _Dechunker() if self._raw.chunked else None
         self._left: Optional[int] = None if self._raw.chunked else self._raw.length_remaining
         self._eof = self._fp is None or self._left == 0
@@ -492,6 +535,7 @@ class Response:
                 self._sock.settimeout(remaining)
             size = READ_SIZE if self._left is None else min(READ_SIZE, self._left)
             data: bytes = self._fp.read1(size)
+            self.read_ns = self._stamp()
         except socket.timeout as exc:
             _forget_frames(exc)
             if self._cancel.cancelled:
@@ -507,6 +551,13 @@ class Response:
         if not data and self._cancel.cancelled:
             raise Cancelled()  # our own shutdown() reads as EOF
         return data
+
+    def _stamp(self) -> int:
+        """When the bytes just read came off the socket (now if unknown)."""
+        stamps = self._stamps
+        if stamps is not None and stamps.last_ns:
+            return stamps.last_ns
+        return time.perf_counter_ns()
 
     def _payload(self, data: bytes) -> bytes:
         if self._dechunker is not None:
