@@ -4,6 +4,7 @@ a thread or a socket behind (waiting up to 2 s for them to wind down)."""
 from __future__ import annotations
 
 import gc
+import signal
 import time
 from typing import Iterator
 
@@ -11,6 +12,13 @@ import pytest
 from leakcheck import live_threads, socket_inodes
 
 LEAK_GRACE_S = 2.0
+
+# A run started in the background by a non-interactive shell (as CI may do)
+# inherits SIGINT ignored: Python then never raises KeyboardInterrupt, and an
+# ignored signal stays ignored in every child across exec. The Ctrl-C tests
+# need the normal behaviour, so restore it for this process and its children.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True)
