@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from typing import List
 
-from .lines import DEFAULT_MAX_LINE, oversize_error
+from .lines import DEFAULT_MAX_LINE, PartialLine
 
 __all__ = ["SSEFramer"]
 
 
-class SSEFramer:
+class SSEFramer(PartialLine):
     """Splits a byte stream into SSE lines (blank ones included); pure, not thread-safe.
 
     ``feed`` returns the lines completed by ``data`` without their line
@@ -23,14 +23,10 @@ class SSEFramer:
     the cap, without buffering the rest of it.
     """
 
-    __slots__ = ("_after_cr", "_max_line", "_pending", "_pending_len")
+    __slots__ = ("_after_cr",)
 
     def __init__(self, max_line: int = DEFAULT_MAX_LINE) -> None:
-        if max_line < 1:
-            raise ValueError(f"max_line must be >= 1, got {max_line!r}")
-        self._max_line = max_line
-        self._pending: List[bytes] = []
-        self._pending_len = 0
+        super().__init__(max_line)
         self._after_cr = False  # the previous read ended in CR: an LF now is its pair
 
     def feed(self, data: bytes) -> List[bytes]:
@@ -53,31 +49,14 @@ class SSEFramer:
             return []
         lines = data.split(b"\n")
         tail = lines.pop()
-        if self._pending:
-            self._pending.append(lines[0])
-            lines[0] = b"".join(self._pending)
-            self._pending = []
-            self._pending_len = 0
+        lines[0] = self._complete(lines[0])
         if len(data) + len(lines[0]) > self._max_line:
-            for line in lines:
-                if len(line) > self._max_line:
-                    raise oversize_error(len(line), self._max_line)
+            self._check_sizes(lines)
         if tail:
             self._hold(tail)
         return lines
 
     def flush(self) -> List[bytes]:
         """The last line if it had no line ending; resets."""
-        line = b"".join(self._pending)
-        self._pending = []
-        self._pending_len = 0
+        line = self._complete(b"")
         return [line] if line else []
-
-    def _hold(self, piece: bytes) -> None:
-        size = self._pending_len + len(piece)
-        if size > self._max_line:
-            self._pending = []
-            self._pending_len = 0
-            raise oversize_error(size, self._max_line)
-        self._pending.append(piece)
-        self._pending_len = size
