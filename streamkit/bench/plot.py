@@ -141,10 +141,16 @@ def _load_figure(series: Sequence[Series]) -> Any:
         _load_axes(axes, name, summaries, color, prefix)
     first = series[0][1][0] if series and series[0][1] else {}
     xlabel = "offered rate (requests/s)" if first.get("mode") == "open" else "concurrency"
+    from matplotlib.ticker import MaxNLocator
+
     for ax in axes:
         ax.set_xlabel(xlabel)
+        if first.get("mode") != "open":  # no concurrency 2.5
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(True, alpha=0.3)
-        ax.set_ylim(bottom=0)
+        # from 0, with headroom: a flat line (TPOT) must not sit on the frame
+        top = ax.get_ylim()[1]
+        ax.set_ylim(0, top * 1.1 if top > 0 else 1.0)
         _legend_or_note(ax)
     return fig
 
@@ -208,12 +214,13 @@ def _timeline(point: Any, path: str) -> str:
     _timeline_legend(ax, failed)
     ax.set_xlabel("seconds from the start of the point")
     ax.set_ylabel("request (in schedule order)")
-    ax.set_title(f"per-request timeline, {point.summary.label}")
+    ax.set_title(f"per-request timeline, {point.summary.label}", loc="left")
     # requests are whole numbers: no 2.5th request on the axis
     from matplotlib.ticker import MaxNLocator
 
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylim(len(records) - 0.5, -0.5)  # first request on top
+    ax.set_xlim(left=0)
     return _save(fig, path)
 
 
@@ -225,9 +232,9 @@ def _timeline_legend(ax: Any, failed: bool) -> None:
     if failed:
         handles.append(Line2D([], [], marker="x", color="red", linestyle="none",
                               label="failed"))
-    # below the axes: inside, it would hide the bars of some requests
-    ax.legend(handles=handles, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14),
-              ncol=len(handles), frameon=False)
+    # above the axes, right of the title: inside, it would hide some requests' bars
+    ax.legend(handles=handles, fontsize=7, loc="lower right", bbox_to_anchor=(1.0, 1.0),
+              ncol=len(handles), frameon=False, borderaxespad=0.2)
 
 
 def _segments(r: Any, base: int) -> List[Tuple[Optional[float], Optional[float]]]:
