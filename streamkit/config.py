@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 import os
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional, Tuple, Union
 from urllib.parse import urlsplit
 
 from .errors import ConfigError
@@ -17,10 +17,13 @@ from .errors import ConfigError
 __all__ = [
     "DEFAULT_HOST",
     "DEFAULT_PORT",
+    "HostSpec",
     "RetryPolicy",
     "Secret",
     "Timeouts",
     "api_key_from_env",
+    "check_count",
+    "dialect_base_url",
     "parse_host",
 ]
 
@@ -28,6 +31,20 @@ DEFAULT_PORT = 11434
 DEFAULT_HOST = f"http://127.0.0.1:{DEFAULT_PORT}"
 
 ON_INTERRUPT_CHOICES = ("fail", "replay")
+
+#: A host as callers give it: a URL, or a ``(URL, parallel limit)`` pair.
+HostSpec = Union[str, Tuple[str, int]]
+
+
+def check_count(name: str, value: object, minimum: int = 1) -> int:
+    """``value`` if it is an int >= ``minimum`` (bool is refused: it is an int too).
+
+    Raises:
+        ConfigError: naming ``name`` and the value.
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return value
 
 
 def _check_seconds(name: str, value: Optional[float], *, allow_none: bool) -> None:
@@ -97,9 +114,7 @@ class RetryPolicy:
     wait: Optional[Callable[..., Any]] = None
 
     def __post_init__(self) -> None:
-        if isinstance(self.attempts, bool) or not isinstance(self.attempts, int) \
-                or self.attempts < 1:
-            raise ConfigError(f"RetryPolicy.attempts must be an int >= 1, got {self.attempts!r}")
+        check_count("RetryPolicy.attempts", self.attempts)
         for name in ("backoff_base", "backoff_max", "retry_after_max"):
             _check_seconds(f"RetryPolicy.{name}", getattr(self, name), allow_none=False)
         if self.on_interrupt not in ON_INTERRUPT_CHOICES:
@@ -176,3 +191,15 @@ def parse_host(host: Optional[str] = None,
     base = f"{scheme}://{hostname}:{port}"
     path = parts.path.strip("/")
     return f"{base}/{path}" if path else base
+
+
+def dialect_base_url(base: str, dialect: str) -> str:
+    """The base URL a dialect's relative paths hang off.
+
+    The OpenAI paths (``chat/completions``...) are relative to ``.../v1``, so
+    ``http://h:8080`` and ``http://h:8080/v1`` both become ``http://h:8080/v1``;
+    the Ollama dialect keeps ``base`` as it is.
+    """
+    if dialect == "openai" and not base.endswith("/v1"):
+        return base + "/v1"
+    return base
