@@ -15,7 +15,15 @@ import threading
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 from . import _json
-from .config import RetryPolicy, Secret, Timeouts, api_key_from_env, parse_host
+from .config import (
+    RetryPolicy,
+    Secret,
+    Timeouts,
+    api_key_from_env,
+    check_count,
+    dialect_base_url,
+    parse_host,
+)
 from .errors import ConfigError, ConnectError, ResponseError, ServerStreamError, StreamTimeout
 from .records import ChatRequest, GenerateRequest, Request, ResponseCache, Result
 from .stream import FixedRoute, Route, Stream
@@ -79,13 +87,6 @@ def _check_common(options: object, format: object, think: object, keep_alive: ob
     _check_optional("id", id, str, "a string")
 
 
-def _base_url(host: Optional[str], dialect: str) -> str:
-    base = parse_host(host)
-    if dialect == "openai" and not base.endswith("/v1"):
-        base += "/v1"  # the OpenAI paths are relative to .../v1
-    return base
-
-
 def _check_headers(headers: Optional[Mapping[str, str]]) -> Dict[str, str]:
     if headers is None:
         return {}
@@ -103,12 +104,6 @@ def _check_api_key(api_key: Union[str, Secret, None]) -> Optional[Secret]:
     if not isinstance(api_key, str):
         raise ConfigError("api_key must be a string")  # never echo the value
     return Secret(api_key) if api_key else None
-
-
-def _check_size(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{name} must be an int >= 1, got {value!r}")
-    return value
 
 
 class Client:
@@ -138,16 +133,16 @@ class Client:
                  api_key: Union[str, Secret, None] = None, queue_size: int = 256,
                  cache: Optional[ResponseCache] = None, pool_size: int = 10) -> None:
         self._dialect: Dialect = get_dialect(dialect)
-        self.host = _base_url(host, dialect)
+        self.host = dialect_base_url(parse_host(host), dialect)
         if not isinstance(timeouts, Timeouts):
             raise ConfigError("timeouts must be a streamkit.Timeouts")
         if not isinstance(retry, RetryPolicy):
             raise ConfigError("retry must be a streamkit.RetryPolicy")
         self.timeouts = timeouts
         self.retry = retry
-        self.queue_size = _check_size("queue_size", queue_size)
+        self.queue_size = check_count("queue_size", queue_size)
         self.cache = cache
-        self.transport = Transport(pool_size=_check_size("pool_size", pool_size),
+        self.transport = Transport(pool_size=check_count("pool_size", pool_size),
                                    headers=_check_headers(headers),
                                    api_key=_check_api_key(api_key))
         self._lock = threading.Lock()

@@ -4,20 +4,18 @@
 
     worker thread                                        consumer (any thread)
     retry(connect → status → first chunk)                for chunk in stream / get()
-    read_some → decoder.feed → [chunks] ─► _Channel ─►   / pipe(q) / async for
+    read_some → decoder.feed → [chunks] ─► channel ─►    / pipe(q) / async for
     ...                                   (bounded)      result() / text()
     finally: end record, exactly once ──────────────►    stops there; raises the error
 
-This module is the public face: :class:`Stream`, :class:`Route` and
-:class:`FixedRoute`. The parts behind it, one job each:
+This module is the public face: :class:`Stream` (and, re-exported from
+``_stream.routing``, :class:`Route` and :class:`FixedRoute`). The machinery
+behind it lives in the private ``_stream`` package, one job per module.
 
-- ``_channel``: the bounded batch channel and its end-once terminal record;
-- ``_worker``: attempts, reading, decoding, timeouts by phase, cache, cleanup;
-- ``_replay``: the comparator that checks a replayed stream after a cut.
-
-The :class:`Stream` holds its worker; the worker never holds the Stream, so
-a Stream nobody references any more is garbage-collected, and its finalizer
-cancels the worker (no thread leak).
+The :class:`Stream` holds its worker and the receiving end of the worker's
+channel; the worker never holds the Stream, so a Stream nobody references
+any more is garbage-collected, and its finalizer cancels the worker (no
+thread leak).
 """
 
 from __future__ import annotations
@@ -26,21 +24,12 @@ import itertools
 import json
 import threading
 import weakref
-from typing import (
-    TYPE_CHECKING,
-    Any,
-    Callable,
-    List,
-    Optional,
-    Protocol,
-    Sequence,
-    Union,
-)
+from typing import TYPE_CHECKING, Any, Callable, List, Optional, Union
 
-from ._channel import Sink
-from ._worker import _Worker
-from .config import RetryPolicy, Timeouts
-from .errors import ConfigError
+from ._stream.channel import Cancellable, Sink
+from ._stream.routing import FixedRoute, Route
+from ._stream.worker import Worker
+from .config import RetryPolicy, Timeouts, check_count
 from .records import (
     END,
     ChatRequest,
@@ -49,7 +38,7 @@ from .records import (
     ResponseCache,
     Result,
 )
-from .transport import CancelToken, Transport
+from .transport import Transport
 from .wire import Dialect
 
 if TYPE_CHECKING:
@@ -63,34 +52,8 @@ DEFAULT_QUEUE_SIZE = 256
 _serial = itertools.count(1)
 
 
-class Route(Protocol):
-    """Where each attempt of a stream goes (the Dispatcher spreads over many hosts)."""
-
-    def acquire(self, tried: Sequence[str], cancel: threading.Event) -> str:
-        """The base URL for the next attempt; may block, waking on ``cancel``."""
-
-    def release(self, host: str, error: Optional[BaseException], streamed: bool) -> None:
-        """The attempt on ``host`` is over; ``streamed``: it delivered a first chunk."""
-
-
-class FixedRoute:
-    """One host, no limits: what a Client uses."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-
-    def acquire(self, tried: Sequence[str], cancel: threading.Event) -> str:
-        return self.url
-
-    def release(self, host: str, error: Optional[BaseException], streamed: bool) -> None:
-        pass
-
-    def __repr__(self) -> str:
-        return f"FixedRoute({self.url!r})"
-
-
-def _abandon(token: CancelToken) -> None:
-    """Finalizer of an unreferenced Stream: stop its worker (lock-free, see CancelToken)."""
+def _abandon(token: Cancellable) -> None:
+    """Finalizer of an unreferenced Stream: stop its worker (``cancel()`` takes no lock)."""
     token.cancel()
 
 
@@ -120,16 +83,16 @@ class Stream:
                  route: Route, timeouts: Timeouts, retry: RetryPolicy,
                  queue_size: int = DEFAULT_QUEUE_SIZE,
                  cache: Optional[ResponseCache] = None) -> None:
-        if isinstance(queue_size, bool) or not isinstance(queue_size, int) or queue_size < 1:
-            raise ConfigError(f"queue_size must be an int >= 1, got {queue_size!r}")
+        check_count("queue_size", queue_size)
         if isinstance(request, ChatRequest):
             path, body = dialect.chat(request)
         else:
             path, body = dialect.generate(request)
         payload = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-        self._w = _Worker(request, path, payload, dialect=dialect, transport=transport,
-                          route=route, timeouts=timeouts, retry=retry,
-                          queue_size=queue_size, cache=cache)
+        self._w = Worker(request, path, payload, dialect=dialect, transport=transport,
+                         route=route, timeouts=timeouts, retry=retry,
+                         queue_size=queue_size, cache=cache)
+        self._rx = self._w.receiver
         self._serial = next(_serial)
         self._batch: List[Chunk] = []
         self._pos = 0
@@ -156,11 +119,11 @@ class Stream:
     @property
     def done(self) -> bool:
         """True once the stream has ended and every chunk has been taken."""
-        return (self._w.end is not None and self._pos >= len(self._batch)
-                and not self._w.has_unread())
+        return (self._rx.end is not None and self._pos >= len(self._batch)
+                and not self._rx.has_unread())
 
     def __repr__(self) -> str:
-        end = self._w.end
+        end = self._rx.end
         if end is None:
             state = "running" if self._started or self._w.host else "pending"
         elif end.error is None:
@@ -196,7 +159,7 @@ class Stream:
         calling ``cancel()``); it must be quick and must not block on this
         stream. An exception it raises is logged and ignored.
         """
-        self._w.add_callback(fn)
+        self._rx.add_callback(fn)
 
     def cancel(self) -> bool:
         """Cancel: close the connection and end the stream with Cancelled.
@@ -235,7 +198,7 @@ class Stream:
         if pos < len(self._batch):
             self._pos = pos + 1
             return self._batch[pos]
-        return self._next_batch(self._w.take(None))
+        return self._next_batch(self._rx.take(None))
 
     def _next_batch(self, item: Union[List[Chunk], Result, None]) -> Chunk:
         if isinstance(item, list):
@@ -258,7 +221,7 @@ class Stream:
         if pos < len(self._batch):
             self._pos = pos + 1
             return self._batch[pos]
-        item = self._w.take(timeout)
+        item = self._rx.take(timeout)
         if isinstance(item, list):
             return self._next_batch(item)
         if item is not None:
@@ -276,7 +239,7 @@ class Stream:
             q.put(c)
         self._batch, self._pos = [], 0
         while True:
-            item = self._w.take(None)
+            item = self._rx.take(None)
             if not isinstance(item, list):
                 break
             for c in item:
@@ -294,10 +257,10 @@ class Stream:
         Raises:
             TimeoutError: the stream did not end within ``timeout`` seconds.
         """
-        self._w.lift_bound()
-        if not self._w.wait_end(timeout):
+        self._rx.lift_bound()
+        if not self._rx.wait_end(timeout):
             raise TimeoutError(f"stream {self.id!r} did not end within {timeout} s")
-        end = self._w.end
+        end = self._rx.end
         assert end is not None
         return end
 
@@ -327,7 +290,7 @@ class Stream:
             if pos < len(self._batch):
                 self._pos = pos + 1
                 return self._batch[pos]
-            item = self._w.take(0)
+            item = self._rx.take(0)
             if item is not None:
                 try:
                     return self._next_batch(item)
@@ -335,9 +298,9 @@ class Stream:
                     raise StopAsyncIteration from None
             loop = asyncio.get_running_loop()
             fut: asyncio.Future[None] = loop.create_future()
-            if not self._w.add_waiter(loop, fut):
+            if not self._rx.add_waiter(loop, fut):
                 continue
             try:
                 await fut
             finally:
-                self._w.remove_waiter(fut)
+                self._rx.remove_waiter(fut)

@@ -15,7 +15,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import pytest
 
-from streamkit._hosts import HostRouter, is_host_failure, parse_hosts
+from streamkit._stream.routing import HostRouter, is_host_failure, parse_hosts
 from streamkit.dispatch import Dispatcher
 from streamkit.errors import (
     Cancelled,
@@ -461,8 +461,8 @@ def test_events_merges_chunks_then_results() -> None:
 
 
 def test_events_backpressure_then_early_exit_does_not_hang(monkeypatch: pytest.MonkeyPatch) -> None:
-    import streamkit.dispatch as dispatch
-    monkeypatch.setattr(dispatch, "EVENTS_BUFFER", 4)
+    import streamkit._dispatch.fanout as fanout
+    monkeypatch.setattr(fanout, "EVENTS_BUFFER", 4)
     with Dispatcher(FakeClient(), workers=2) as d:  # type: ignore[arg-type]
         events = d.events([req("ok:1000") for _ in range(4)])
         first = next(events)

@@ -442,7 +442,7 @@ def test_a_consumer_that_stops_reading_stops_the_worker(transport: Transport) ->
             sent = emu.counters()["chunks_sent"]
             emu.wait_until(lambda c, n=sent: c["chunks_sent"] > n, timeout=0.5)  # type: ignore[misc]
         assert sent < tokens / 2
-        w = s._w
+        w = s._rx
         assert w.peak_queued <= queue_size + w.largest_batch
         assert w.queued >= queue_size  # the worker is parked on a full channel
         s.cancel()
@@ -463,7 +463,7 @@ def test_a_slow_consumer_gets_everything(transport: Transport) -> None:
             if i % 500 == 0:
                 time.sleep(0.01)  # a consumer that is slow now and then, on purpose
         assert "".join(got) == expected("demo", body_of(request), emu.config).text
-        assert s._w.peak_queued <= 4 + s._w.largest_batch
+        assert s._rx.peak_queued <= 4 + s._rx.largest_batch
 
 
 # -- asyncio -----------------------------------------------------------------------

@@ -1,21 +1,29 @@
 """The channel of one stream: a bounded queue of chunk batches ending in one end record.
 
 The channel moves one socket read's worth of chunks (a list) per operation
-and bounds them by count: a ``put`` waits while ``queue_size`` chunks are
-queued, so it holds at most ``queue_size`` plus one read's chunks. A slow
+and bounds them by count: a ``send`` waits while ``capacity`` chunks are
+queued, so it holds at most ``capacity`` plus one read's chunks. A slow
 consumer stops the worker, which stops reading the socket: TCP backpressure
 reaches the server and memory stays flat. Every wait has a wake-up: the end
 record, ``cancel()``, or a timeout.
 
-Exactly one end record per stream: :meth:`_Channel.finish` is guarded so that
+Exactly one end record per stream: :meth:`SendEnd.finish` is guarded so that
 whichever comes first wins: the worker's ``finally`` (success, server error,
 timeout, crash) or ``cancel()`` (which does not wait for a worker that may
 still be blocked in a connect).
 
-The channel also keeps the record of what it delivered (text, thinking, tool
-calls, timing), which the end record and a replay are built from. The worker
-(``_worker._Worker``) extends it with the producing side; the contents of
-the end record come from its :meth:`_Channel._build_result` hook.
+Shape: one shared :class:`ChannelState` and two ends over it, as in trio's
+memory channels. :class:`SendEnd` belongs to the producer (the worker),
+:class:`ReceiveEnd` to the consumer (the ``Stream``). The channel knows
+nothing of HTTP or of what a Result holds: it is given
+
+- a :class:`Cancellable` (``cancel()``, ``cancelled``, ``event``): what
+  stops the producer when the stream is cancelled;
+- a :class:`Recorder`, told of every batch the channel accepts, under the
+  channel lock, so that what was delivered and what the end record says
+  always agree;
+- a result builder, passed to :meth:`SendEnd.finish` by whoever ends the
+  stream, and called under the same lock.
 """
 
 from __future__ import annotations
@@ -26,19 +34,17 @@ import threading
 from collections import deque
 from typing import (
     TYPE_CHECKING,
-    Any,
     Callable,
     Deque,
     List,
-    Mapping,
     Optional,
+    Protocol,
     Tuple,
     Union,
 )
 
-from .errors import Cancelled
-from .records import Chunk, Result, Timing
-from .transport import CancelToken
+from ..errors import Cancelled
+from ..records import Chunk, Result
 
 if TYPE_CHECKING:
     import asyncio
@@ -46,254 +52,288 @@ if TYPE_CHECKING:
 logger = logging.getLogger("streamkit")
 
 PUT_POLL_S = 0.25
-"""How often a worker blocked on a full channel re-checks its cancel token.
+"""How often a producer blocked on a full channel re-checks its Cancellable.
 An explicit cancel() wakes it at once; this only bounds the garbage-collector
 path, whose finalizer may not take locks."""
 
 Sink = Callable[[Chunk], None]
+#: Builds the end record for an error (None: success); called with the channel lock held.
+Build = Callable[[Optional[BaseException]], Result]
+Waiter = Tuple["asyncio.AbstractEventLoop", "asyncio.Future[None]"]
 
 
-class _Stopped(Exception):
-    """The stream ended (cancelled) while the worker was still producing."""
+class Cancellable(Protocol):
+    """What the channel needs of a cancel token (``transport.CancelToken`` is one)."""
+
+    event: threading.Event
+
+    @property
+    def cancelled(self) -> bool: ...
+
+    def cancel(self) -> bool:
+        """Cancel the producer's work; True if this call did it. Never blocks."""
 
 
-class _Channel:
-    """Bounded batches from one producer to one consumer, then one end record.
+class Recorder(Protocol):
+    """Keeps the record of what the channel delivered (text, timing...)."""
 
-    Lock rules: ``_lock`` (shared by the two Conditions) guards the queue
-    (``_batches``, ``_queued``, ``_unbounded``, ``_waiters``, the counts of
-    waiting threads ``_taking`` and ``_putting``), the delivered
-    text and timing, and ``end``. ``end`` is written once, by :meth:`finish`.
-    ``_items`` is notified when a batch or the end arrives (consumers wait on
-    it); ``_space`` when chunks are taken, the bound is lifted or the stream
-    ends (the producer waits on it).
+    def record(self, chunks: List[Chunk]) -> None:
+        """Account for a batch the channel accepted; called with the channel lock held."""
+
+
+class Stopped(Exception):
+    """The stream ended (cancelled) while the producer was still sending."""
+
+
+class ChannelState:
+    """The state both ends share.
+
+    Lock rules: ``lock`` (shared by the two Conditions) guards every field
+    below and the recorder's writes. ``end`` is written once, by
+    :meth:`SendEnd.finish`. ``items`` is notified when a batch or the end
+    arrives (the consumer waits on it); ``space`` when chunks are taken, the
+    bound is lifted or the stream ends (the producer waits on it). The
+    Conditions and the Event are made, under the lock, by the first thread
+    that waits: most streams of a fan-out never wait, and making them is
+    most of the cost of a Stream.
     """
 
-    def __init__(self, queue_size: int, token: CancelToken) -> None:
-        self._capacity = queue_size
-        self.token = token
-        self._lock = threading.Lock()
-        # The Conditions and the Event are made (under _lock) by the first
-        # thread that waits: most streams of a fan-out never wait on them,
-        # and making them is most of the cost of a Stream.
-        self._items: Optional[threading.Condition] = None
-        self._space: Optional[threading.Condition] = None
-        self._ended: Optional[threading.Event] = None
-        self._batches: Deque[List[Chunk]] = deque()
-        self._queued = 0
+    __slots__ = ("batches", "callbacks", "canceller", "capacity", "claimed", "end", "ended",
+                 "items", "largest_batch", "lock", "peak_queued", "putting", "queued",
+                 "recorder", "sink", "space", "taking", "unbounded", "waiters")
+
+    def __init__(self, capacity: int, canceller: Cancellable, recorder: Recorder) -> None:
+        self.capacity = capacity
+        self.canceller = canceller
+        self.recorder = recorder
+        self.lock = threading.Lock()
+        self.items: Optional[threading.Condition] = None
+        self.space: Optional[threading.Condition] = None
+        self.ended: Optional[threading.Event] = None
+        self.batches: Deque[List[Chunk]] = deque()
+        self.queued = 0
         self.peak_queued = 0  # most chunks ever queued (observability, tests)
         self.largest_batch = 0
-        self._unbounded = False
-        # Threads waiting on _items (a consumer) and on _space (the producer):
+        self.unbounded = False
+        # Threads waiting on items (the consumer) and on space (the producer):
         # the per-read notify is skipped when nobody waits.
-        self._taking = 0
-        self._putting = 0
-        self._waiters: List[Tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self.taking = 0
+        self.putting = 0
+        self.waiters: List[Waiter] = []
         self.end: Optional[Result] = None
-        self._callbacks: List[Callable[[Result], None]] = []
-        self._running = False
-        self._sink: Optional[Sink] = None
-        # delivered so far (under _lock)
-        self._texts: List[str] = []
-        self._thinking: List[str] = []
-        self._tool_calls: List[Mapping[str, Any]] = []
-        self._timing = Timing()
-        self._next_index = 0
+        self.callbacks: List[Callable[[Result], None]] = []
+        self.claimed = False
+        self.sink: Optional[Sink] = None
 
-    # -- producer side ---------------------------------------------------------
-    def _claim_producer(self, sink: Optional[Sink]) -> bool:
+    def take_waiters(self) -> List[Waiter]:
+        """The asyncio waiters to wake, removed from the state (lock held)."""
+        waiters = self.waiters
+        if waiters:
+            self.waiters = []
+        return waiters
+
+
+def open_channel(capacity: int, canceller: Cancellable,
+                 recorder: Recorder) -> Tuple[SendEnd, ReceiveEnd]:
+    """A new channel holding at most ``capacity`` chunks (plus one batch)."""
+    state = ChannelState(capacity, canceller, recorder)
+    return SendEnd(state), ReceiveEnd(state)
+
+
+class SendEnd:
+    """The producer's end. ``claim`` and ``send`` run in the producer's thread;
+    ``finish`` and ``cancel`` in any thread."""
+
+    __slots__ = ("_state",)
+
+    def __init__(self, state: ChannelState) -> None:
+        self._state = state
+
+    @property
+    def ended(self) -> bool:
+        """True once the end record is written."""
+        return self._state.end is not None
+
+    def claim(self, sink: Optional[Sink]) -> bool:
         """Claim the producer side (chunks go to ``sink`` if given, else to the
         queue); False if a producer already claimed it."""
-        with self._lock:
-            if self._running:
+        s = self._state
+        with s.lock:
+            if s.claimed:
                 return False
-            self._running = True
-            self._sink = sink
+            s.claimed = True
+            s.sink = sink
             return True
 
-    def deliver(self, chunks: List[Chunk]) -> None:
-        """Hand one read's chunks to the consumer; waits while the channel is full.
+    def send(self, chunks: List[Chunk]) -> None:
+        """Hand one read's chunks (non-empty) to the consumer; waits while the channel is full.
 
-        Raises _Stopped if the stream has ended (cancelled) meanwhile, and
-        Cancelled if the token was cancelled without an end (GC finalizer).
+        Raises Stopped if the stream has ended (cancelled) meanwhile, and
+        Cancelled if the Cancellable was cancelled without an end (GC finalizer).
         """
-        with self._lock:
-            while (self._queued >= self._capacity and not self._unbounded
-                   and self.end is None and self._sink is None):
-                if self.token.cancelled:
+        s = self._state
+        with s.lock:
+            while (s.queued >= s.capacity and not s.unbounded
+                   and s.end is None and s.sink is None):
+                if s.canceller.cancelled:
                     raise Cancelled()
-                if self._space is None:
-                    self._space = threading.Condition(self._lock)
-                self._putting += 1
+                if s.space is None:
+                    s.space = threading.Condition(s.lock)
+                s.putting += 1
                 try:
-                    self._space.wait(PUT_POLL_S)
+                    s.space.wait(PUT_POLL_S)
                 finally:
-                    self._putting -= 1
-            if self.end is not None:
-                raise _Stopped()
-            self._account(chunks)
-            if self._sink is None:
-                self._batches.append(chunks)
-                self._queued += len(chunks)
-                if self._queued > self.peak_queued:
-                    self.peak_queued = self._queued
-                if len(chunks) > self.largest_batch:
-                    self.largest_batch = len(chunks)
-                if self._taking:
-                    assert self._items is not None
-                    self._items.notify()
-            waiters = self._take_waiters()
+                    s.putting -= 1
+            if s.end is not None:
+                raise Stopped()
+            s.recorder.record(chunks)
+            if s.sink is None:
+                s.batches.append(chunks)
+                s.queued += len(chunks)
+                if s.queued > s.peak_queued:
+                    s.peak_queued = s.queued
+                if len(chunks) > s.largest_batch:
+                    s.largest_batch = len(chunks)
+                if s.taking:
+                    assert s.items is not None
+                    s.items.notify()
+            waiters = s.take_waiters()
         _wake(waiters)
-        if self._sink is not None:
+        if s.sink is not None:
             for c in chunks:
-                self._sink(c)
+                s.sink(c)
 
-    def _account(self, chunks: List[Chunk]) -> None:
-        """Record delivered text, tool calls and timing (under the lock).
-
-        Comprehensions over the batch rather than one loop with branches per
-        chunk: this runs for every chunk of every stream.
-        """
-        text = "".join([c.text for c in chunks])
-        thinking = "".join([c.thinking for c in chunks])
-        if text:
-            self._texts.append(text)
-        if thinking:
-            self._thinking.append(thinking)
-        tools = [call for c in chunks if c.tool_calls for call in c.tool_calls]
-        if tools:
-            self._tool_calls.extend(tools)
-        timing = self._timing
-        if text or thinking or tools:
-            if timing.first_token_ns is None:
-                timing.first_token_ns = next(c.received_ns for c in chunks if _has_token(c))
-            if text and timing.first_content_ns is None:
-                timing.first_content_ns = next(c.received_ns for c in chunks if c.text)
-            timing.last_token_ns = next(c.received_ns for c in reversed(chunks)
-                                        if _has_token(c))
-        last = chunks[-1]
-        if last.done:  # the decoder ends a batch at the done record
-            timing.done_ns = last.received_ns
-        timing.chunks += len(chunks)
-        self._next_index = last.index + 1
-
-    def finish(self, error: Optional[BaseException], result: Optional[Result] = None) -> bool:
-        """Write the end record (``result``, or one built now) unless there is one;
-        True if this call wrote it."""
-        with self._lock:
-            if self.end is not None:
+    def finish(self, error: Optional[BaseException], build: Build) -> bool:
+        """Write the end record ``build(error)`` unless there is one; True if this
+        call wrote it. Wakes every waiter, then runs the done-callbacks here."""
+        s = self._state
+        with s.lock:
+            if s.end is not None:
                 return False
-            end = self.end = result if result is not None else self._build_result(error)
-            if self._ended is not None:
-                self._ended.set()
-            if self._items is not None:
-                self._items.notify_all()
-            if self._space is not None:
-                self._space.notify_all()
-            waiters = self._take_waiters()
-            callbacks, self._callbacks = self._callbacks, []
+            end = s.end = build(error)
+            if s.ended is not None:
+                s.ended.set()
+            if s.items is not None:
+                s.items.notify_all()
+            if s.space is not None:
+                s.space.notify_all()
+            waiters = s.take_waiters()
+            callbacks, s.callbacks = s.callbacks, []
         _wake(waiters)
         for fn in callbacks:
             _call_back(fn, end)
         return True
 
-    def add_callback(self, fn: Callable[[Result], None]) -> None:
-        with self._lock:
-            end = self.end
-            if end is None:
-                self._callbacks.append(fn)
-                return
-        _call_back(fn, end)
+    def cancel(self, build: Build) -> bool:
+        """End the stream with Cancelled now, then cancel the producer's work.
 
-    def _build_result(self, error: Optional[BaseException]) -> Result:
-        """The end record for ``error`` (None: success). Called with the lock held."""
-        raise NotImplementedError
+        A stream that has ended is left alone (its producer may be finishing
+        quietly, e.g. reading the end of a body so the connection is reused).
+        True if this call ended the stream.
+        """
+        # End first, then cancel: the producer, woken by the cancel, would
+        # otherwise race this call to write the end record.
+        if not self.finish(Cancelled(), build):
+            return False
+        self._state.canceller.cancel()
+        return True
 
-    def _take_waiters(self) -> List[Tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]]:
-        waiters = self._waiters
-        if waiters:
-            self._waiters = []
-        return waiters
 
-    def delivered(self) -> Tuple[str, str, List[Mapping[str, Any]]]:
-        """The text, thinking and tool calls delivered so far."""
-        with self._lock:
-            return "".join(self._texts), "".join(self._thinking), list(self._tool_calls)
+class ReceiveEnd:
+    """The consumer's end; one consuming thread at a time (``add_callback``,
+    ``lift_bound`` and ``wait_end`` from any thread)."""
 
-    # -- consumer side ---------------------------------------------------------
-    def take(self, timeout: Optional[float]) -> Union[List[Chunk], Result, None]:
-        """The next batch, else the end record; None if neither came within ``timeout``."""
-        with self._lock:
-            if not self._batches and self.end is None and timeout != 0:
-                if self._items is None:
-                    self._items = threading.Condition(self._lock)
-                self._taking += 1
-                try:
-                    self._items.wait_for(lambda: self._batches or self.end is not None, timeout)
-                finally:
-                    self._taking -= 1
-            if self._batches:
-                batch = self._batches.popleft()
-                self._queued -= len(batch)
-                if self._putting:
-                    assert self._space is not None
-                    self._space.notify()
-                return batch
-            return self.end
+    __slots__ = ("_state",)
 
-    def add_waiter(self, loop: asyncio.AbstractEventLoop, fut: asyncio.Future[None]) -> bool:
-        """Register an asyncio waiter; False if there is something to take already."""
-        with self._lock:
-            if self._batches or self.end is not None:
-                return False
-            self._waiters.append((loop, fut))
-            return True
+    def __init__(self, state: ChannelState) -> None:
+        self._state = state
 
-    def remove_waiter(self, fut: asyncio.Future[None]) -> None:
-        with self._lock:
-            self._waiters = [w for w in self._waiters if w[1] is not fut]
-
-    def lift_bound(self) -> None:
-        """Stop applying backpressure (result() was asked for: nobody may be reading)."""
-        with self._lock:
-            self._unbounded = True
-            if self._space is not None:
-                self._space.notify_all()
-
-    def wait_end(self, timeout: Optional[float]) -> bool:
-        """Wait until the end record is written; False if ``timeout`` passed first."""
-        with self._lock:
-            if self.end is not None:
-                return True
-            if self._ended is None:
-                self._ended = threading.Event()
-            ended = self._ended
-        return ended.wait(timeout)
+    @property
+    def end(self) -> Optional[Result]:
+        """The end record, once written."""
+        return self._state.end
 
     @property
     def queued(self) -> int:
         """Chunks in the channel now (for tests and monitoring)."""
-        return self._queued
+        return self._state.queued
+
+    @property
+    def peak_queued(self) -> int:
+        """The most chunks ever queued at once."""
+        return self._state.peak_queued
+
+    @property
+    def largest_batch(self) -> int:
+        """The most chunks one send carried."""
+        return self._state.largest_batch
 
     def has_unread(self) -> bool:
-        return bool(self._batches)
+        return bool(self._state.batches)
 
-    def cancel(self) -> bool:
-        """Shut the attempt's socket and end the stream with Cancelled now.
+    def take(self, timeout: Optional[float]) -> Union[List[Chunk], Result, None]:
+        """The next batch, else the end record; None if neither came within ``timeout``."""
+        s = self._state
+        with s.lock:
+            if not s.batches and s.end is None and timeout != 0:
+                if s.items is None:
+                    s.items = threading.Condition(s.lock)
+                s.taking += 1
+                try:
+                    s.items.wait_for(lambda: s.batches or s.end is not None, timeout)
+                finally:
+                    s.taking -= 1
+            if s.batches:
+                batch = s.batches.popleft()
+                s.queued -= len(batch)
+                if s.putting:
+                    assert s.space is not None
+                    s.space.notify()
+                return batch
+            return s.end
 
-        A stream that has ended is left alone: its worker may be reading the
-        last bytes of the body so that the connection can be reused.
-        """
-        # End first, then shut the socket: the worker, woken by the shutdown,
-        # would otherwise race this call to write the end record.
-        if not self.finish(Cancelled()):
-            return False
-        self.token.cancel()
-        return True
+    def add_waiter(self, loop: asyncio.AbstractEventLoop, fut: asyncio.Future[None]) -> bool:
+        """Register an asyncio waiter; False if there is something to take already."""
+        s = self._state
+        with s.lock:
+            if s.batches or s.end is not None:
+                return False
+            s.waiters.append((loop, fut))
+            return True
 
+    def remove_waiter(self, fut: asyncio.Future[None]) -> None:
+        s = self._state
+        with s.lock:
+            s.waiters = [w for w in s.waiters if w[1] is not fut]
 
-def _has_token(c: Chunk) -> bool:
-    return bool(c.text or c.thinking or c.tool_calls)
+    def lift_bound(self) -> None:
+        """Stop applying backpressure (the reply is wanted whole: nobody may be reading)."""
+        s = self._state
+        with s.lock:
+            s.unbounded = True
+            if s.space is not None:
+                s.space.notify_all()
+
+    def wait_end(self, timeout: Optional[float]) -> bool:
+        """Wait until the end record is written; False if ``timeout`` passed first."""
+        s = self._state
+        with s.lock:
+            if s.end is not None:
+                return True
+            if s.ended is None:
+                s.ended = threading.Event()
+            ended = s.ended
+        return ended.wait(timeout)
+
+    def add_callback(self, fn: Callable[[Result], None]) -> None:
+        """Call ``fn(end)`` once the end record is written (here and now if it is)."""
+        s = self._state
+        with s.lock:
+            end = s.end
+            if end is None:
+                s.callbacks.append(fn)
+                return
+        _call_back(fn, end)
 
 
 def _call_back(fn: Callable[[Result], None], result: Result) -> None:
@@ -303,7 +343,7 @@ def _call_back(fn: Callable[[Result], None], result: Result) -> None:
         logger.exception("a Stream done-callback raised")
 
 
-def _wake(waiters: List[Tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]]) -> None:
+def _wake(waiters: List[Waiter]) -> None:
     for loop, fut in waiters:
         with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
             loop.call_soon_threadsafe(_resolve, fut)

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from typing import Any, List, Mapping, Sequence, Tuple
 
-from .errors import StreamDiverged
-from .records import Chunk
+from ..errors import StreamDiverged
+from ..records import Chunk
 
 
-class _Replay:
+class Replay:
     """Checks a replayed stream against the text already delivered and trims it.
 
     While the replay is within what the consumer already has, its chunks must

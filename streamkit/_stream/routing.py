@@ -1,11 +1,12 @@
-"""Host routing for the Dispatcher: per-host parallel limits, least-loaded choice, cooldown.
+"""Where each attempt of a stream goes: one host, or many with limits and cooldowns.
 
-Private: the public surface is ``Dispatcher(hosts=...)``. :class:`HostRouter`
-implements the ``stream.Route`` protocol. A stream calls ``acquire`` before
-each HTTP attempt and ``release`` after it, from its worker thread; one router
-is shared by every stream of a dispatcher, so all state sits under one lock.
+A stream calls its :class:`Route`'s ``acquire`` before each HTTP attempt and
+``release`` after it, from its worker thread. A Client's streams use a
+:class:`FixedRoute` (one host, no limits); a Dispatcher given ``hosts=``
+shares one :class:`HostRouter` between all its streams, so all its state
+sits under one lock.
 
-Rules (issue 5):
+Host router rules:
 
 - A host takes at most ``parallel`` requests at once (default 1, like
   ``OLLAMA_NUM_PARALLEL``'s default). Beyond that, Ollama would only queue
@@ -30,12 +31,13 @@ import itertools
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Optional, Protocol, Sequence, Tuple
 
-from .config import parse_host
-from .errors import Cancelled, ConfigError, ConnectError, ResponseError, StreamTimeout
+from ..config import HostSpec, check_count, parse_host
+from ..errors import Cancelled, ConfigError, ConnectError, ResponseError, StreamTimeout
 
-__all__ = ["COOLDOWN_BASE_S", "COOLDOWN_MAX_S", "HostRouter", "HostSpec", "parse_hosts"]
+__all__ = ["COOLDOWN_BASE_S", "COOLDOWN_MAX_S", "FixedRoute", "HostRouter", "Route",
+           "is_host_failure", "parse_hosts"]
 
 COOLDOWN_BASE_S = 1.0
 COOLDOWN_MAX_S = 30.0
@@ -43,8 +45,33 @@ COOLDOWN_MAX_S = 30.0
 WAIT_SLICE_S = 0.05
 DEFAULT_PARALLEL = 1
 
-HostSpec = Union[str, Tuple[str, int]]
 Clock = Callable[[], float]
+
+
+class Route(Protocol):
+    """Where each attempt of a stream goes (the Dispatcher spreads over many hosts)."""
+
+    def acquire(self, tried: Sequence[str], cancel: threading.Event) -> str:
+        """The base URL for the next attempt; may block, waking on ``cancel``."""
+
+    def release(self, host: str, error: Optional[BaseException], streamed: bool) -> None:
+        """The attempt on ``host`` is over; ``streamed``: it delivered a first chunk."""
+
+
+class FixedRoute:
+    """One host, no limits: what a Client uses."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def acquire(self, tried: Sequence[str], cancel: threading.Event) -> str:
+        return self.url
+
+    def release(self, host: str, error: Optional[BaseException], streamed: bool) -> None:
+        pass
+
+    def __repr__(self) -> str:
+        return f"FixedRoute({self.url!r})"
 
 
 def parse_hosts(hosts: Sequence[HostSpec]) -> List[Tuple[str, int]]:
@@ -61,13 +88,11 @@ def parse_hosts(hosts: Sequence[HostSpec]) -> List[Tuple[str, int]]:
     parsed: List[Tuple[str, int]] = []
     for spec in hosts:
         url, parallel = _split(spec)
-        if isinstance(parallel, bool) or not isinstance(parallel, int) or parallel < 1:
-            raise ConfigError(f"parallel limit for host {url!r} must be an int >= 1, "
-                              f"got {parallel!r}")
+        limit = check_count(f"parallel limit for host {url!r}", parallel)
         base = parse_host(url)
         if any(base == seen for seen, _ in parsed):
             raise ConfigError(f"host {base} is listed twice; give it one (url, parallel) pair")
-        parsed.append((base, parallel))
+        parsed.append((base, limit))
     return parsed
 
 
@@ -102,7 +127,7 @@ class _Host:
 
 
 class HostRouter:
-    """Routes each attempt of many streams over several hosts (``stream.Route``).
+    """Routes each attempt of many streams over several hosts (a :class:`Route`).
 
     Thread-safe. ``clock`` is injectable for tests (default ``time.monotonic``).
     """

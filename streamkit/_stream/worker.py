@@ -1,20 +1,16 @@
-"""The worker of one stream: attempts, reading, decoding, timeouts, replay.
+"""The worker of one stream: attempts, reading, decoding, timeouts, replay, cache.
 
 ::
 
     retry(connect → status → first chunk)        (the retry boundary)
-    read_some → decoder.feed → [chunks] → deliver into the channel
+    read_some → decoder.feed → [chunks] → send into the channel
     ...
     finally: end record, exactly once; drain or close; release the host
 
-A :class:`_Worker` is the channel of its stream (it extends
-``_channel._Channel`` with the producing side) and holds everything the
-stream needs, but never the ``Stream`` facade: a facade nobody references
+A :class:`Worker` holds its stream's channel (it keeps the sending end and
+hands out the receiving end), the record of what it delivered, and its
+deadlines; it never holds the ``Stream`` facade: a facade nobody references
 any more is garbage-collected, and its finalizer cancels the worker.
-
-Timeouts by phase: ``connect`` and ``first_token`` bound an attempt up to
-its first chunk, ``idle`` each later wait for data, and ``total`` the whole
-stream across attempts; a read waits for whichever expires first.
 """
 
 from __future__ import annotations
@@ -23,26 +19,25 @@ import contextlib
 import dataclasses
 import logging
 import time
-from typing import TYPE_CHECKING, List, Optional, Tuple
+from typing import List, Optional
 
-from ._channel import Sink, _Channel, _Stopped
-from ._replay import _Replay
-from .config import RetryPolicy, Timeouts
-from .errors import (
+from ..config import RetryPolicy, Timeouts
+from ..errors import (
     Cancelled,
     StreamDiverged,
     StreamError,
     StreamInterrupted,
     StreamkitError,
-    StreamTimeout,
 )
-from .records import Chunk, Request, ResponseCache, Result, Stats
-from .retry import Attempts
-from .transport import CancelToken, Response, Transport, _forget_frames
-from .wire import Decoder, Dialect
-
-if TYPE_CHECKING:
-    from .stream import Route
+from ..records import Chunk, Request, ResponseCache, Result, Stats
+from ..retry import Attempts
+from ..transport import CancelToken, Response, Transport, _forget_frames
+from ..wire import Decoder, Dialect
+from .channel import Build, Sink, Stopped, open_channel
+from .deadlines import Deadlines
+from .delivery import Delivered
+from .replay import Replay
+from .routing import Route
 
 logger = logging.getLogger("streamkit")
 
@@ -51,59 +46,68 @@ DRAIN_S = 0.5
 so the connection can be reused (normally it is already there)."""
 
 
-class _Worker(_Channel):
-    """The whole state of one stream; runs it in the thread that calls :meth:`run`.
+class Worker:
+    """The producing side of one stream; runs it in the thread that calls :meth:`run`.
 
-    The channel's lock also guards the end record's inputs read by
-    :meth:`_build_result`; the rest of the state here is the worker's alone.
+    Everything here is the worker thread's alone, except what the result
+    builder :meth:`_result` reads: the channel calls it under its lock, also
+    from a thread that cancels.
     """
 
     def __init__(self, request: Request, path: str, body: bytes, *, dialect: Dialect,
                  transport: Transport, route: Route, timeouts: Timeouts, retry: RetryPolicy,
                  queue_size: int, cache: Optional[ResponseCache]) -> None:
-        super().__init__(queue_size, CancelToken())
         self.request = request
+        self.token = CancelToken()
+        self.delivered = Delivered()
+        self._tx, self.receiver = open_channel(queue_size, self.token, self.delivered)
         self._path = path
         self._body = body
         self._dialect = dialect
         self._transport = transport
         self._route = route
-        self._timeouts = timeouts
+        self._deadlines = Deadlines(timeouts)
         self._retry = retry
         self._cache = cache
-        # worker-only state
         self.host: Optional[str] = None
         self._held: Optional[str] = None  # host acquired and not yet released
         self._tried: List[str] = []
         self._attempts: Optional[Attempts] = None
         self._decoder: Optional[Decoder] = None
         self._response: Optional[Response] = None
-        self._total_deadline: Optional[float] = None
         self._cached: Optional[Result] = None
         self._salvaged: List[Chunk] = []
+
+    def cancel(self) -> bool:
+        """End the stream with Cancelled and shut its socket; any thread, never blocks.
+
+        True if this call ended the stream (see ``SendEnd.cancel``).
+        """
+        return self._tx.cancel(self._result)
 
     # -- the run -------------------------------------------------------------
     def run(self, sink: Optional[Sink] = None) -> None:
         """Run the stream in this thread; never raises (but KeyboardInterrupt
         and SystemExit pass through after the end record is written)."""
-        if not self._claim_producer(sink):
+        if not self._tx.claim(sink):
             logger.error("a Stream was started twice; the second run is ignored")
             return
-        if self.end is not None:  # cancelled before it started
+        if self._tx.ended:  # cancelled before it started
             return
         error: Optional[BaseException] = None
         try:
             self._stream()
-        except _Stopped:
+        except Stopped:
             pass
         except BaseException as exc:
             error = self._classify(exc)
             _forget_frames(error)
             if not isinstance(exc, Exception):
-                self.finish(error)
+                self._tx.finish(error, self._result)
                 raise
         finally:
-            self.finish(error, self._store() if error is None else None)
+            stored = self._store() if error is None else None
+            self._tx.finish(error, self._result if stored is None else _constant(stored))
             self._cleanup(error)
 
     def _classify(self, exc: BaseException) -> BaseException:
@@ -123,11 +127,10 @@ class _Worker(_Channel):
     def _stream(self) -> None:
         if self._from_cache():
             return
-        self._timing.started_ns = time.perf_counter_ns()
-        if self._timeouts.total is not None:
-            self._total_deadline = time.monotonic() + self._timeouts.total
+        self.delivered.timing.started_ns = time.perf_counter_ns()
+        self._deadlines.start()
         self._attempts = Attempts(self._retry, self.token.event)
-        replay: Optional[_Replay] = None
+        replay: Optional[Replay] = None
         while True:
             self._salvaged = []
             try:
@@ -146,11 +149,11 @@ class _Worker(_Channel):
                 _forget_frames(exc)
                 self._release_host(exc)
                 self._close_response()
-                replay = _Replay(*self.delivered())
+                replay = Replay(*self.delivered.snapshot())
                 logger.warning("stream %s was cut after %d chunks (%s); replaying the "
                                "request (attempt %d of %d)", self.request.id,
-                               self._timing.chunks, str(exc), self._attempts.count + 1,
-                               self._retry.attempts)
+                               self.delivered.timing.chunks, str(exc),
+                               self._attempts.count + 1, self._retry.attempts)
 
     def _may_replay(self, exc: StreamInterrupted) -> bool:
         return (self._retry.on_interrupt == "replay" and not isinstance(exc, StreamDiverged)
@@ -159,14 +162,14 @@ class _Worker(_Channel):
 
     def _attempt(self, number: int) -> List[Chunk]:
         """One HTTP attempt up to its first chunk(s); the retry boundary."""
-        self._check_total()
+        self._deadlines.check_total()
         host = self._route.acquire(self._tried, self.token.event)
         self._tried.append(host)
         self.host = self._held = host
         try:
             return self._open_and_read_first(host)
         except BaseException as exc:
-            exc = self._retag_total(exc)
+            exc = self._deadlines.retag(exc)
             _forget_frames(exc)  # the retry log and the Result keep it; not its sockets
             self._close_response()
             self._release_host(exc, streamed=False)
@@ -174,21 +177,21 @@ class _Worker(_Channel):
 
     def _open_and_read_first(self, host: str) -> List[Chunk]:
         url = host.rstrip("/") + "/" + self._path
-        sent_ns, sent = time.perf_counter_ns(), time.monotonic()
-        first_deadline = None if self._timeouts.first_token is None else (
-            sent + self._timeouts.first_token)
-        response = self._transport.open(url, self._body, timeouts=self._attempt_timeouts(),
+        deadlines = self._deadlines
+        sent_ns = time.perf_counter_ns()
+        first_deadline = deadlines.after(deadlines.timeouts.first_token)
+        response = self._transport.open(url, self._body, timeouts=deadlines.for_attempt(),
                                         cancel=self.token)
         self._response = response
         headers_ns = response.head_ns
         if not 200 <= response.status < 300:
             raise self._dialect.error_for_status(response.status, response.read_body(),
                                                  response.headers, self.request.model)
-        decoder = self._dialect.decoder(first_index=self._next_index)
+        decoder = self._dialect.decoder(first_index=self.delivered.next_index)
         self._decoder = decoder
         first_byte_ns: Optional[int] = None
         while True:
-            timeout, phase = self._budget(first_deadline, "first_token")
+            timeout, phase = deadlines.budget(first_deadline, "first_token")
             data = response.read_some(timeout, phase=phase)
             ns = response.read_ns  # stamped as the recv returned, before any parsing
             try:
@@ -199,27 +202,28 @@ class _Worker(_Channel):
                         first_byte_ns = ns
                     chunks = decoder.feed(data, ns)
             except StreamError:
-                self._salvaged = list(getattr(decoder, "completed", None) or ())
+                self._salvaged = list(decoder.completed)
                 raise
             if chunks or not data:
                 break
-        timing = self._timing
+        timing = self.delivered.timing
         timing.sent_ns, timing.headers_ns = sent_ns, headers_ns
         if timing.first_byte_ns is None:
             timing.first_byte_ns = first_byte_ns
         return chunks
 
-    def _pump(self, first: List[Chunk], replay: Optional[_Replay]) -> None:
+    def _pump(self, first: List[Chunk], replay: Optional[Replay]) -> None:
         """Deliver ``first``, then read, decode and deliver until the end marker."""
         response, decoder = self._response, self._decoder
         assert response is not None and decoder is not None
         self._emit(first, replay)
-        idle = self._timeouts.idle
+        budget = self._deadlines.budget
+        idle = self._deadlines.timeouts.idle
         idle_deadline = None if idle is None else time.monotonic() + idle
         last = first  # the last chunk list the decoder handed over
         try:
             while not decoder.done:
-                timeout, phase = self._budget(idle_deadline, "idle")
+                timeout, phase = budget(idle_deadline, "idle")
                 data = response.read_some(timeout, phase=phase)
                 ns = response.read_ns
                 if not data:
@@ -236,59 +240,26 @@ class _Worker(_Channel):
             self._salvage(decoder, last, replay)
             raise
 
-    def _salvage(self, decoder: Decoder, last: List[Chunk], replay: Optional[_Replay]) -> None:
+    def _salvage(self, decoder: Decoder, last: List[Chunk], replay: Optional[Replay]) -> None:
         """Deliver the chunks a failing read completed before its bad record.
 
         One read can carry good records and then an error line; the decoder
         keeps what it completed in ``completed`` (a list it has not returned).
         """
-        completed = getattr(decoder, "completed", None)
+        completed = decoder.completed
         if not completed or completed is last:
             return
         with contextlib.suppress(StreamError):  # the original error is the news
             self._emit(list(completed), replay)
 
-    def _emit(self, chunks: List[Chunk], replay: Optional[_Replay]) -> None:
+    def _emit(self, chunks: List[Chunk], replay: Optional[Replay]) -> None:
         if replay is not None:
             chunks = replay.filter(chunks)
             if chunks:
-                base = self._next_index
+                base = self.delivered.next_index
                 chunks = [c._replace(index=base + i) for i, c in enumerate(chunks)]
         if chunks:
-            self.deliver(chunks)
-
-    # -- timeouts ------------------------------------------------------------
-    def _budget(self, deadline: Optional[float], phase: str) -> Tuple[Optional[float], str]:
-        """Seconds the next read may block, and the phase that expires first."""
-        now = time.monotonic()
-        timeout = None if deadline is None else deadline - now
-        if self._total_deadline is not None:
-            left = self._total_deadline - now
-            if timeout is None or left < timeout:
-                return left, "total"
-        return timeout, phase
-
-    def _attempt_timeouts(self) -> Timeouts:
-        t = self._timeouts
-        if self._total_deadline is None:
-            return t
-        left = self._total_deadline - time.monotonic()
-        return Timeouts(connect=_min(t.connect, left), first_token=_min(t.first_token, left),
-                        idle=t.idle, total=None)
-
-    def _check_total(self) -> None:
-        if self._total_deadline is not None and time.monotonic() >= self._total_deadline:
-            raise _total_timeout()
-
-    def _retag_total(self, exc: BaseException) -> BaseException:
-        """A timeout cut short by the total deadline is a total timeout (never retried)."""
-        if (isinstance(exc, StreamTimeout) and exc.phase != "total"
-                and self._total_deadline is not None
-                and time.monotonic() >= self._total_deadline - 0.001):
-            err = _total_timeout()
-            err.__cause__ = exc
-            return err
-        return exc
+            self._tx.send(chunks)
 
     # -- cache, cleanup --------------------------------------------------------
     def _from_cache(self) -> bool:
@@ -304,19 +275,19 @@ class _Worker(_Channel):
         self._cached = hit
         self.host = hit.host
         now = time.perf_counter_ns()
-        self._timing.started_ns = now
-        self.deliver([Chunk(text=hit.text, thinking=hit.thinking,
-                            tool_calls=tuple(hit.tool_calls), index=0, received_ns=now,
-                            done=True)])
+        self.delivered.timing.started_ns = now
+        self._tx.send([Chunk(text=hit.text, thinking=hit.thinking,
+                             tool_calls=tuple(hit.tool_calls), index=0, received_ns=now,
+                             done=True)])
         return True
 
     def _store(self) -> Optional[Result]:
         """Put a successful Result in the cache before it is published, so a
         request made once ``result()`` returned finds it; returns that Result."""
-        if self._cache is None or self._cached is not None or self.end is not None:
+        if self._cache is None or self._cached is not None or self._tx.ended:
             return None
-        with self._lock:
-            result = self._build_result(None)
+        # No lock: this thread is the only writer of what the builder reads.
+        result = self._result(None)
         try:
             self._cache.put(self.request, result)
         except Exception:
@@ -349,23 +320,31 @@ class _Worker(_Channel):
             logger.error("Route.release failed", exc_info=True)
 
     # -- the end record ------------------------------------------------------
-    def _build_result(self, error: Optional[BaseException]) -> Result:
-        """The Result for ``error`` (None: success); called with the lock held."""
-        text = "".join(self._texts)
+    def _result(self, error: Optional[BaseException]) -> Result:
+        """The Result for ``error`` (None: success): the stream's result builder."""
+        delivered = self.delivered
+        text = delivered.text
         if error is not None and hasattr(error, "partial"):
             error.partial = text
-        timing = dataclasses.replace(self._timing)
+        timing = dataclasses.replace(delivered.timing)
         decoder = self._decoder
         if self._cached is not None:
             return dataclasses.replace(self._cached, id=self.request.id, timing=timing,
                                        attempts=0, error=None, cached=True)
         return Result(
             id=self.request.id, model=self.request.model, host=self.host or "", text=text,
-            thinking="".join(self._thinking), tool_calls=list(self._tool_calls),
+            thinking=delivered.thinking, tool_calls=delivered.tool_calls,
             done_reason=decoder.done_reason if decoder is not None else None,
             stats=decoder.stats if decoder is not None else Stats(), timing=timing,
             attempts=self._attempts.count if self._attempts is not None else 0,
             error=error)
+
+
+def _constant(result: Result) -> Build:
+    """A result builder that returns ``result`` (built and cached beforehand)."""
+    def build(error: Optional[BaseException]) -> Result:
+        return result
+    return build
 
 
 def _drain(response: Response) -> None:
@@ -376,13 +355,3 @@ def _drain(response: Response) -> None:
             pass
     except StreamkitError:
         pass  # extra data or a slow end: the connection is closed instead
-
-
-
-def _min(a: Optional[float], b: float) -> float:
-    return b if a is None else min(a, b)
-
-
-def _total_timeout() -> StreamTimeout:
-    return StreamTimeout("the stream took longer than the total timeout; raise "
-                         "Timeouts.total for long generations", phase="total")

@@ -27,8 +27,19 @@ class Decoder(Protocol):
     ``close`` is called at EOF and raises ``StreamInterrupted`` if the end
     marker (Ollama ``done: true``, OpenAI ``[DONE]``) was not seen, after
     flushing a final line that had no newline.
+
+    The stream layer reads these attributes directly:
+
+    - ``completed``: the list the latest decoding pass fills as records
+      complete; after a raise it holds the records before the bad one (so a
+      failing read still delivers them), after a normal return it is the very
+      list ``feed``/``close`` returned;
+    - ``done``: the end marker was seen;
+    - ``done_reason``, ``model``, ``stats``: from the final record (``stats``
+      empty until then).
     """
 
+    completed: List[Chunk]
     done: bool
     done_reason: Optional[str]
     model: Optional[str]
