@@ -1,7 +1,7 @@
-"""Dispatcher: host routing, the worker pool, map/events, close, Ctrl-C.
+"""Dispatcher: the worker pool, map/events, close, Ctrl-C, hosts end to end.
 
-The first half drives the pool and the router with fake streams (no I/O);
-the second half runs against the emulator.
+The first half drives the pool with fake streams (no I/O); the second half
+runs against the emulator. The router's own tests are in test_stream_routing.py.
 """
 
 from __future__ import annotations
@@ -15,209 +15,15 @@ from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import pytest
 
-from streamkit._stream.routing import HostRouter, is_host_failure, parse_hosts
 from streamkit.dispatch import Dispatcher
 from streamkit.errors import (
     Cancelled,
     ConfigError,
     ConnectError,
-    ModelNotFound,
-    ResponseError,
-    ServerBusy,
-    StreamInterrupted,
-    StreamTimeout,
 )
 from streamkit.records import Chunk, GenerateRequest, Result
 
 WAIT = 5.0  # generous bound for "this happens soon" on a loaded 2-core machine
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-# ---------------------------------------------------------------------------
-# parse_hosts / is_host_failure
-
-
-def test_parse_hosts_defaults_parallel_to_one_and_normalises() -> None:
-    assert parse_hosts(["localhost:1234", ("http://10.0.0.2:11434/", 4)]) == [
-        ("http://localhost:1234", 1), ("http://10.0.0.2:11434", 4)]
-
-
-@pytest.mark.parametrize("hosts", [[], "http://a:1", [("http://a:1", 0)],
-                                   [("http://a:1", True)], ["a:1", "http://a:1"]])
-def test_parse_hosts_rejects_bad_lists(hosts: Any) -> None:
-    with pytest.raises(ConfigError):
-        parse_hosts(hosts)
-
-
-@pytest.mark.parametrize("error, failure", [
-    (ConnectError("refused"), True),
-    (StreamTimeout("slow connect", phase="connect"), True),
-    (StreamTimeout("cold load", phase="first_token"), False),
-    (ServerBusy("busy", status_code=503), True),
-    (ServerBusy("slow down", status_code=429), True),
-    (ResponseError("boom", status_code=500), True),
-    (ResponseError("bad", status_code=400), False),
-    (ModelNotFound("no", model="m"), False),
-    (Cancelled(), False),
-])
-def test_is_host_failure(error: BaseException, failure: bool) -> None:
-    assert is_host_failure(error) is failure
-
-
-# ---------------------------------------------------------------------------
-# HostRouter
-
-
-def _router(*hosts: Any, **kw: Any) -> HostRouter:
-    return HostRouter(parse_hosts(list(hosts)), **kw)
-
-
-def test_router_picks_fewest_in_flight_and_respects_limits() -> None:
-    router = _router(("http://a:1", 2), ("http://b:1", 1))
-    never = threading.Event()
-    first = router.acquire([], never)
-    second = router.acquire([], never)
-    assert {first, second} == {"http://a:1", "http://b:1"}
-    assert router.acquire([], never) == "http://a:1"  # b is full
-    snap = router.snapshot()
-    assert snap["http://a:1"]["in_flight"] == 2 and snap["http://b:1"]["in_flight"] == 1
-
-
-def test_router_prefers_hosts_not_tried() -> None:
-    router = _router(("http://a:1", 4), ("http://b:1", 4))
-    never = threading.Event()
-    router.acquire([], never)  # a has 1 in flight now
-    assert router.acquire(["http://b:1"], never) == "http://a:1"
-
-
-def test_router_blocks_until_a_slot_frees() -> None:
-    router = _router("http://a:1")
-    never = threading.Event()
-    router.acquire([], never)
-    got: List[str] = []
-    acquired = threading.Event()
-
-    def waiter() -> None:
-        got.append(router.acquire([], never))
-        acquired.set()
-
-    thread = threading.Thread(target=waiter)
-    thread.start()
-    assert not acquired.wait(0.2)  # the only slot is taken
-    router.release("http://a:1", None, True)
-    assert acquired.wait(WAIT)
-    thread.join(WAIT)
-    assert got == ["http://a:1"]
-
-
-def test_router_cancel_wakes_a_waiting_acquire() -> None:
-    router = _router("http://a:1")
-    router.acquire([], threading.Event())
-    cancel = threading.Event()
-    raised: List[BaseException] = []
-
-    def waiter() -> None:
-        try:
-            router.acquire([], cancel)
-        except Cancelled as exc:
-            raised.append(exc)
-
-    thread = threading.Thread(target=waiter)
-    thread.start()
-    time.sleep(0.05)  # let it block (not a synchronisation: the assert below holds either way)
-    started = time.monotonic()
-    cancel.set()
-    thread.join(WAIT)
-    assert raised and time.monotonic() - started < 1.0
-
-
-def test_router_close_wakes_waiters() -> None:
-    router = _router("http://a:1")
-    router.acquire([], threading.Event())
-    raised = threading.Event()
-
-    def waiter() -> None:
-        with pytest.raises(Cancelled):
-            router.acquire([], threading.Event())
-        raised.set()
-
-    thread = threading.Thread(target=waiter)
-    thread.start()
-    router.close()
-    assert raised.wait(WAIT)
-    thread.join(WAIT)
-
-
-def test_router_cools_down_a_failing_host_then_uses_it_again() -> None:
-    clock = FakeClock()
-    router = _router(("http://a:1", 4), ("http://b:1", 4), clock=clock)
-    never = threading.Event()
-    host = router.acquire([], never)
-    other = "http://b:1" if host == "http://a:1" else "http://a:1"
-    router.release(host, ConnectError("refused"), False)
-    assert router.cooled_down(host)
-    # While cooled down, every pick goes to the other host, even one it tried.
-    assert [router.acquire([other], never) for _ in range(3)] == [other] * 3
-    clock.now += 1.01  # first cooldown is 1 s
-    assert not router.cooled_down(host)
-    assert router.acquire([], never) == host
-
-
-def test_router_cooldown_doubles_and_resets_after_success() -> None:
-    clock = FakeClock()
-    router = _router(("http://a:1", 8), clock=clock)
-    never = threading.Event()
-    lefts = []
-    for _ in range(7):
-        router.acquire([], never)
-        router.release("http://a:1", ServerBusy("busy", status_code=503), False)
-        left = router.snapshot()["http://a:1"]["cooldown_left"]
-        lefts.append(left)
-        clock.now += left + 0.001
-    assert lefts == [1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
-    router.acquire([], never)
-    router.release("http://a:1", None, True)
-    assert router.snapshot()["http://a:1"]["failures"] == 0
-
-
-def test_router_in_flight_failures_of_one_outage_do_not_lengthen_the_cooldown() -> None:
-    clock = FakeClock()
-    router = _router(("http://a:1", 8), clock=clock)
-    never = threading.Event()
-    for _ in range(5):
-        router.acquire([], never)
-    for _ in range(5):
-        router.release("http://a:1", ConnectError("refused"), False)
-    snap = router.snapshot()["http://a:1"]
-    assert snap["failures"] == 1 and snap["cooldown_left"] == 1.0 and snap["in_flight"] == 0
-
-
-def test_router_ignores_errors_after_streaming_and_request_errors() -> None:
-    router = _router("http://a:1")
-    never = threading.Event()
-    router.acquire([], never)
-    router.release("http://a:1", StreamInterrupted("cut"), True)
-    router.acquire([], never)
-    router.release("http://a:1", ModelNotFound("no", model="m"), False)
-    assert not router.cooled_down("http://a:1")
-
-
-def test_router_waits_for_the_earliest_cooldown_when_all_hosts_are_down() -> None:
-    router = _router("http://a:1", "http://b:1", cooldown_base=0.3)
-    never = threading.Event()
-    for _ in range(2):
-        host = router.acquire([], never)
-        router.release(host, ConnectError("refused"), False)
-    started = time.monotonic()
-    assert router.acquire([], never) in ("http://a:1", "http://b:1")
-    assert 0.2 <= time.monotonic() - started < WAIT
 
 
 # ---------------------------------------------------------------------------
