@@ -178,7 +178,7 @@ Request = Union[ChatRequest, GenerateRequest]
 
 
 class ResponseCache(Protocol):
-    """What Client and Dispatcher need of a response cache (see streamkit.cache).
+    """What Client and Dispatcher need of a response cache (see streamkit.batch.cache).
 
     Both methods must be safe to call from many threads at once.
     """

@@ -12,8 +12,9 @@ from typing import Any, Dict, Iterator, List
 
 import pytest
 
-from streamkit._batchinput import IdChecker, Problem, PromptLine, detect_format, read_prompts
-from streamkit._batchoutput import (
+from streamkit.batch import BatchConfig, PromptFileError, check_prompts, run_batch
+from streamkit.batch.input import IdChecker, Problem, PromptLine, detect_format, read_prompts
+from streamkit.batch.output import (
     ErrorLog,
     RecordWriter,
     errors_path,
@@ -21,13 +22,7 @@ from streamkit._batchoutput import (
     result_record,
     scan_output,
 )
-from streamkit.batch import (
-    BatchConfig,
-    PromptFileError,
-    build_request,
-    check_prompts,
-    run_batch,
-)
+from streamkit.batch.run import build_request
 from streamkit.errors import ConfigError, ConnectError
 from streamkit.records import ChatRequest, GenerateRequest, Result, Stats, Timing
 

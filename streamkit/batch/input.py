@@ -31,8 +31,8 @@ import tempfile
 from dataclasses import dataclass, field
 from typing import IO, Any, Dict, Iterator, List, Mapping, NamedTuple, Optional, Set, Tuple, Union
 
-from . import _json
-from .errors import ConfigError
+from .. import _json
+from ..errors import ConfigError
 
 __all__ = [
     "FORMATS",

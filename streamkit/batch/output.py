@@ -27,9 +27,9 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Protocol, Set
 
-from . import _json
-from .errors import ConfigError, ResponseError
-from .records import Result, Timing
+from .. import _json
+from ..errors import ConfigError, ResponseError
+from ..records import Result, Timing
 
 __all__ = [
     "ErrorLog",

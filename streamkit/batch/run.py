@@ -1,7 +1,7 @@
 """Batch runs of prompt files: validated, resumable, exactly once.
 
 ``run_batch(inputs, output, ...)`` reads a prompt file (see
-:mod:`streamkit._batchinput` for the formats), validates every line before
+:mod:`streamkit.batch.input` for the formats), validates every line before
 the first request, sends the prompts through a :class:`~streamkit.Dispatcher`
 and appends one JSON line per answer to ``output``. Failures go to
 ``OUTPUT.errors.jsonl`` (``results.jsonl`` → ``results.errors.jsonl``).
@@ -9,7 +9,7 @@ and appends one JSON line per answer to ``output``. Failures go to
 Resume is the default: ids already in ``output`` are skipped, a torn last
 line left by a crash is cut off first, and an id is never written twice.
 Failed ids have no line in ``output``, so the next run retries them. See
-:mod:`streamkit._batchoutput` for the file rules.
+:mod:`streamkit.batch.output` for the file rules.
 
 Stopping: set the ``stop`` Event (the CLI does so on the first Ctrl-C or
 SIGTERM) and the run stops reading input, cancels the streams in flight (the
@@ -41,7 +41,10 @@ from typing import (
     Union,
 )
 
-from ._batchinput import (
+from ..config import RetryPolicy, Timeouts
+from ..errors import Cancelled, ConfigError
+from ..records import ChatRequest, GenerateRequest, Request, ResponseCache, Result
+from .input import (
     InputFile,
     Problem,
     PromptLine,
@@ -50,7 +53,7 @@ from ._batchinput import (
     read_prompts,
     scan_prompts,
 )
-from ._batchoutput import (
+from .output import (
     ErrorLog,
     RecordWriter,
     Syncer,
@@ -60,9 +63,6 @@ from ._batchoutput import (
     result_record,
     scan_output,
 )
-from .config import RetryPolicy, Timeouts
-from .errors import Cancelled, ConfigError
-from .records import ChatRequest, GenerateRequest, Request, ResponseCache, Result
 
 __all__ = ["BatchConfig", "BatchSummary", "CheckReport", "PromptFileError", "check_prompts",
            "run_batch"]
@@ -272,7 +272,7 @@ def run_batch(inputs: str, output: str, *, model: Optional[str] = None,
             the output and error files are truncated.
         skip_invalid: run the good lines when some are bad (the bad ones are
             passed to ``report`` and counted in the summary).
-        cache: a :class:`~streamkit.cache.SQLiteCache`, any ResponseCache, or
+        cache: a :class:`~streamkit.batch.cache.SQLiteCache`, any ResponseCache, or
             a path to open one; hits are written with ``"cached": true``.
         progress: a tqdm bar on stderr; None: only when stderr is a TTY.
         dialect: ``"ollama"`` or ``"openai"`` (Client setting).
@@ -491,7 +491,7 @@ def _host_slots(config: BatchConfig) -> Optional[List[HostSpec]]:
 
 
 def _open_dispatcher(config: BatchConfig, cache: Optional[ResponseCache], client: Any) -> Any:
-    from .dispatch import Dispatcher
+    from ..dispatch import Dispatcher
     hosts = _host_slots(config)
     if client is not None:
         return Dispatcher(client, hosts=hosts, workers=config.workers)

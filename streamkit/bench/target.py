@@ -94,7 +94,7 @@ def read_prompt_file(path: str, model: str) -> Tuple[PromptSpec, ...]:
         ConfigError: the file cannot be read, has a bad line (with its line
             number), or holds no prompt.
     """
-    from .._batchinput import Problem, detect_format, read_prompts
+    from ..batch.input import Problem, detect_format, read_prompts
 
     specs: List[PromptSpec] = []
     problems: List[str] = []

@@ -27,8 +27,8 @@ from typing import (
     Tuple,
 )
 
-from ._version import __version__
-from .errors import (
+from .._version import __version__
+from ..errors import (
     Cancelled,
     ConfigError,
     ConnectError,
@@ -39,8 +39,8 @@ from .errors import (
 )
 
 if TYPE_CHECKING:  # the client stack (requests) loads only for commands that use it
-    from .client import Client, Conversation
-    from .stream import Stream
+    from ..client import Client, Conversation
+    from ..stream import Stream
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -87,8 +87,8 @@ def _add_emulate(sub: Any) -> None:
 def _cmd_emulate(args: argparse.Namespace) -> int:
     import threading
 
-    from .emulator import Emulator, EmulatorConfig, parse_faults
-    from .errors import ConfigError as _ConfigError
+    from ..emulator import Emulator, EmulatorConfig, parse_faults
+    from ..errors import ConfigError as _ConfigError
 
     try:
         config = EmulatorConfig(
@@ -145,7 +145,7 @@ def _open_host(args: argparse.Namespace) -> Iterator[Optional[str]]:
     if getattr(args, "host", None) != BUILTIN_HOST:
         yield getattr(args, "host", None)
         return
-    from .emulator import Emulator, EmulatorConfig
+    from ..emulator import Emulator, EmulatorConfig
     with Emulator(EmulatorConfig(tokens_per_second=BUILTIN_TOKENS_PER_SECOND)) as emulator:
         yield emulator.url
 
@@ -153,7 +153,7 @@ def _open_host(args: argparse.Namespace) -> Iterator[Optional[str]]:
 @contextlib.contextmanager
 def _open_client(args: argparse.Namespace) -> Iterator[Client]:
     """A Client for ``args.host``/``args.dialect``, closed (with any emulator) afterwards."""
-    from .client import Client
+    from ..client import Client
     with _open_host(args) as host, Client(host, dialect=args.dialect) as client:
         yield client
 
@@ -255,7 +255,7 @@ def _add_chat(sub: Any) -> None:
 
 def _cmd_chat(args: argparse.Namespace) -> int:
     try:
-        from .client import Conversation
+        from ..client import Conversation
         with _open_client(args) as client:
             conversation = Conversation(client, args.model, system=args.system,
                                         options=_options(args))
@@ -368,7 +368,7 @@ _COMMANDS.append(_add_pull)
 # --- batch -------------------------------------------------------------------
 #
 # ``streamkit batch``: argument parsing and the signal handling around
-# ``streamkit.batch.run_batch``; the work itself lives in streamkit/batch.py.
+# ``streamkit.batch.run_batch``; the work itself lives in streamkit/batch/.
 
 BATCH_DEFAULT_WORKERS = 8
 BATCH_BUILTIN_SLOTS = 4  # the emulator's default parallel slots
@@ -439,7 +439,7 @@ def _add_batch(sub: Any) -> None:
 
 
 def _cmd_batch(args: argparse.Namespace) -> int:
-    from .batch import PromptFileError
+    from ..batch import PromptFileError
 
     try:
         if args.check:
@@ -456,7 +456,7 @@ def _cmd_batch(args: argparse.Namespace) -> int:
 
 
 def _batch_check(args: argparse.Namespace) -> int:
-    from .batch import check_prompts
+    from ..batch import check_prompts
 
     model = args.model or ("demo" if _uses_builtin(args) else None)
     report = check_prompts(args.prompts, args.output, model=model,
@@ -484,7 +484,7 @@ def _batch_hosts(args: argparse.Namespace) -> Iterator[Optional[List[Any]]]:
     if not _uses_builtin(args):
         yield [url if n is None else (url, n) for url, n in args.hosts]
         return
-    from .emulator import Emulator, EmulatorConfig
+    from ..emulator import Emulator, EmulatorConfig
     slots = next(n for url, n in args.hosts if url == BUILTIN_HOST) or BATCH_BUILTIN_SLOTS
     config = EmulatorConfig(tokens_per_second=BUILTIN_TOKENS_PER_SECOND, parallel=slots)
     with Emulator(config) as emulator:
@@ -503,8 +503,8 @@ def _batch_workers(args: argparse.Namespace, hosts: Optional[List[Any]]) -> int:
 def _batch_run(args: argparse.Namespace, hosts: Optional[List[Any]]) -> int:
     import threading
 
-    from .batch import run_batch
-    from .config import RetryPolicy, Timeouts
+    from ..batch import run_batch
+    from ..config import RetryPolicy, Timeouts
 
     stop = threading.Event()
     restore = _install_stop_handlers(stop)
@@ -692,7 +692,7 @@ def _add_bench(sub: Any) -> None:
 
 
 def _bench_config(args: argparse.Namespace) -> Any:
-    from .bench import BenchConfig, Slo, read_prompt_file
+    from ..bench import BenchConfig, Slo, read_prompt_file
 
     model = args.model or ("demo" if args.host == BUILTIN_HOST else None)
     if model is None:
@@ -711,19 +711,19 @@ def _bench_config(args: argparse.Namespace) -> Any:
 
 
 def _bench_compare(args: argparse.Namespace) -> int:
-    from .bench import format_compare, load_run
+    from ..bench import format_compare, load_run
 
     runs = [(path.rstrip("/\\"), load_run(path)) for path in args.runs]
     print(format_compare(runs))
     if args.compare_out:
-        from .bench import plot
+        from ..bench import plot
         series = [(name, [p["summary"] for p in data["points"]]) for name, data in runs]
         print(f"chart: {plot.render_compare(series, args.compare_out)}")
     return EXIT_OK
 
 
 def _bench_run(args: argparse.Namespace) -> int:
-    from .bench import format_point, run_bench, write_outputs
+    from ..bench import format_point, run_bench, write_outputs
 
     config = _bench_config(args)
     note = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
@@ -734,7 +734,7 @@ def _bench_run(args: argparse.Namespace) -> int:
         print(f"model load: {run.model_load['wall_ms']:.0f} ms wall"
               + (f", server load_duration {server:.0f} ms" if server is not None else ""))
     if args.out:
-        from .bench import plot
+        from ..bench import plot
         if not args.no_plot and not plot.available():
             print(f"note: {plot.MISSING}", file=sys.stderr)
         for path in write_outputs(run, args.out, plots=not args.no_plot):
