@@ -9,14 +9,8 @@
 
 from __future__ import annotations
 
-from .run import (
-    BatchConfig,
-    BatchSummary,
-    CheckReport,
-    PromptFileError,
-    check_prompts,
-    run_batch,
-)
+from .config import BatchConfig
+from .run import BatchSummary, CheckReport, PromptFileError, check_prompts, run_batch
 
 __all__ = ["BatchConfig", "BatchSummary", "CheckReport", "PromptFileError", "check_prompts",
            "run_batch"]

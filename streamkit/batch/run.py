@@ -21,11 +21,10 @@ does the same cleanup, then propagates.
 from __future__ import annotations
 
 import importlib
-import os
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from typing import (
     IO,
     Any,
@@ -33,7 +32,6 @@ from typing import (
     Dict,
     Iterator,
     List,
-    Mapping,
     Optional,
     Sequence,
     Set,
@@ -41,15 +39,15 @@ from typing import (
     Union,
 )
 
-from ..config import RetryPolicy, Timeouts
+from ..config import HostSpec
 from ..errors import Cancelled, ConfigError
 from ..records import ChatRequest, GenerateRequest, Request, ResponseCache, Result
+from .config import MAX_PROBLEMS, BatchConfig
 from .input import (
     InputFile,
     Problem,
     PromptLine,
     Scan,
-    detect_format,
     read_prompts,
     scan_prompts,
 )
@@ -58,7 +56,6 @@ from .output import (
     RecordWriter,
     Syncer,
     error_record,
-    errors_path,
     repair,
     result_record,
     scan_output,
@@ -67,11 +64,9 @@ from .output import (
 __all__ = ["BatchConfig", "BatchSummary", "CheckReport", "PromptFileError", "check_prompts",
            "run_batch"]
 
-MAX_PROBLEMS = 20
 STOP_POLL_S = 0.05          # how fast the stop watcher sees ``stop`` being set
 PROGRESS_REFRESH_S = 0.25   # postfix updates (failed, in flight, tok/s) at most this often
 
-HostSpec = Union[str, Tuple[str, int]]
 Report = Callable[[str], None]
 
 
@@ -86,51 +81,6 @@ class PromptFileError(ConfigError):
         super().__init__("\n".join(lines))
         self.problems = list(problems)
         self.total = total
-
-
-@dataclass(frozen=True)
-class BatchConfig:
-    """Everything a batch run needs; validated on construction (ConfigError)."""
-
-    inputs: str
-    output: str
-    model: Optional[str] = None
-    system: Optional[str] = None
-    options: Optional[Mapping[str, Any]] = None
-    format: Optional[Union[str, Mapping[str, Any]]] = None
-    think: Optional[Union[bool, str]] = None
-    hosts: Optional[Sequence[HostSpec]] = None
-    workers: int = 8
-    ordered: bool = False
-    resume: bool = True
-    skip_invalid: bool = False
-    input_format: Optional[str] = None
-    dialect: str = "ollama"
-    timeouts: Timeouts = field(default_factory=Timeouts)
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
-    max_problems: int = MAX_PROBLEMS
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.output, str) or not self.output or self.output == "-":
-            raise ConfigError("the output must be a file path (-o OUT.jsonl)")
-        if self.inputs != "-" and os.path.abspath(self.inputs) == os.path.abspath(self.output):
-            raise ConfigError("the output file must not be the prompt file")
-        if isinstance(self.workers, bool) or not isinstance(self.workers, int) \
-                or self.workers < 1:
-            raise ConfigError(f"workers must be an int >= 1, got {self.workers!r}")
-        if self.model is not None and (not isinstance(self.model, str) or not self.model):
-            raise ConfigError(f"model must be a non-empty string, got {self.model!r}")
-        if self.options is not None and not isinstance(self.options, Mapping):
-            raise ConfigError("options must be a dict of Ollama option names")
-        detect_format(self.inputs, self.input_format)  # raises for an unknown format
-
-    @property
-    def errors(self) -> str:
-        return errors_path(self.output)
-
-    @property
-    def format_name(self) -> str:
-        return detect_format(self.inputs, self.input_format)
 
 
 @dataclass(frozen=True)
@@ -243,70 +193,51 @@ def check_prompts(inputs: str, output: Optional[str] = None, *, model: Optional[
 # --- the run -------------------------------------------------------------------
 
 
-def run_batch(inputs: str, output: str, *, model: Optional[str] = None,
-              system: Optional[str] = None, options: Optional[Mapping[str, Any]] = None,
-              format: Optional[Union[str, Mapping[str, Any]]] = None,
-              think: Optional[Union[bool, str]] = None,
-              hosts: Optional[Sequence[HostSpec]] = None, workers: int = 8,
-              ordered: bool = False, resume: bool = True, skip_invalid: bool = False,
-              cache: Union[ResponseCache, str, None] = None, progress: Optional[bool] = None,
-              input_format: Optional[str] = None, dialect: str = "ollama",
-              timeouts: Optional[Timeouts] = None,
-              retry: Optional[RetryPolicy] = None, stop: Optional[threading.Event] = None,
-              report: Optional[Report] = None, stdin: Optional[IO[bytes]] = None,
-              client: Any = None) -> BatchSummary:
+def run_batch(inputs: str, output: str, *, config: Optional[BatchConfig] = None,
+              stop: Optional[threading.Event] = None, report: Optional[Report] = None,
+              stdin: Optional[IO[bytes]] = None, client: Any = None,
+              **options: Any) -> BatchSummary:
     """Run every prompt of ``inputs`` not yet in ``output``; append the answers.
 
     Args:
         inputs: a ``.jsonl``, ``.txt`` or ``.csv`` file, or ``"-"`` for stdin
             (spooled to a temporary file: it is read twice).
         output: the results file (JSONL); failures go to ``errors_path(output)``.
-        model, system, options, format, think: defaults for lines that do
-            not set them (a line's ``options`` are merged over ``options``).
-        hosts: servers, as URLs or ``(url, parallel)`` pairs (Dispatcher
-            routing); None: ``$OLLAMA_HOST`` or the default.
-        workers: requests in flight at once.
-        ordered: write the output in input order (a bounded reordering
-            buffer holds early results); otherwise in completion order.
-        resume: skip ids already in ``output`` (default). False starts over:
-            the output and error files are truncated.
-        skip_invalid: run the good lines when some are bad (the bad ones are
-            passed to ``report`` and counted in the summary).
-        cache: a :class:`~streamkit.batch.cache.SQLiteCache`, any ResponseCache, or
-            a path to open one; hits are written with ``"cached": true``.
-        progress: a tqdm bar on stderr; None: only when stderr is a TTY.
-        dialect: ``"ollama"`` or ``"openai"`` (Client setting).
-        timeouts, retry: per request (Client settings).
+        config: a BatchConfig to start from (``inputs``, ``output`` and
+            ``options`` replace its fields).
+        options: BatchConfig fields by name: ``model``, ``hosts``,
+            ``workers``, ``cache``... (see :class:`BatchConfig`).
         stop: set it (from any thread or a signal handler) to stop the run.
         report: called with each message worth showing (skipped bad lines,
             the torn line repaired); default: none.
         client: an existing Client to use (then ``hosts`` only routes).
+        stdin: the stream read for ``inputs == "-"`` (default: ``sys.stdin``).
 
     Returns:
         a BatchSummary (``interrupted=True`` when ``stop`` was set).
 
     Raises:
         PromptFileError: bad lines (before any request) unless ``skip_invalid``.
-        ConfigError: bad arguments, unreadable input, unwritable output, an
+        ConfigError: bad options, unreadable input, unwritable output, an
             output whose lines before the last are not result records.
         KeyboardInterrupt: after stopping as for ``stop``.
+        TypeError: an option that is not a BatchConfig field.
     """
-    config = BatchConfig(
-        inputs, output, model=model, system=system, options=options, format=format,
-        think=think, hosts=hosts, workers=workers, ordered=ordered, resume=resume,
-        skip_invalid=skip_invalid, input_format=input_format, dialect=dialect,
-        timeouts=timeouts or Timeouts(), retry=retry or RetryPolicy())
-    show = sys.stderr.isatty() if progress is None else progress
+    if config is None:
+        config = BatchConfig(inputs, output, **options)
+    else:
+        config = replace(config, inputs=inputs, output=output, **options)
+    show = sys.stderr.isatty() if config.progress is None else config.progress
     with InputFile(inputs, stdin) as (path, display):
         scan = _scan(path, config, display)
-        if scan.problem_count and not skip_invalid:
+        if scan.problem_count and not config.skip_invalid:
             raise PromptFileError(scan.problems, scan.problem_count)
         for problem in scan.problems:
             _say(report, f"skipped: {problem}")
         if scan.problem_count > len(scan.problems):
             _say(report, f"skipped: ... and {scan.problem_count - len(scan.problems)} more")
         run = _Run(config, path, display, scan, report=report, progress=show)
-        return run.execute(cache, stop or threading.Event(), client)
+        return run.execute(config.cache, stop or threading.Event(), client)
 
 
 def _say(report: Optional[Report], message: str) -> None:
