@@ -83,11 +83,17 @@ def _batch(args: argparse.Namespace) -> int:
         print(summary.line(), file=sys.stderr)
         if summary.interrupted:
             note = "  (feed the same input on stdin)" if asked.inputs == "-" else ""
-            defaults = {} if workers is None else {"workers": workers}
-            words = ["streamkit", "batch", *command_words(asked, **defaults)]
-            print(f"resume with: {' '.join(shlex.quote(w) for w in words)}{note}",
-                  file=sys.stderr)
+            print(f"resume with: {resume_command(asked)}{note}", file=sys.stderr)
         return summary.exit_code
+
+
+def resume_command(config: BatchConfig) -> str:
+    """The command that continues a run of ``config`` as typed (minus --no-resume):
+    its options that differ from what the command line would pick by itself."""
+    workers = _host_workers(config.hosts)
+    defaults = {} if workers is None else {"workers": workers}
+    words = ["streamkit", "batch", *command_words(config, **defaults)]
+    return " ".join(shlex.quote(word) for word in words)
 
 
 def _check(args: argparse.Namespace) -> int:
