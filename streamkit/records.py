@@ -20,6 +20,7 @@ __all__ = [
     "ResponseCache",
     "Result",
     "Stats",
+    "TIMING_STAMPS",
     "Timing",
 ]
 
@@ -114,6 +115,11 @@ class Timing:
 
     def as_dict(self) -> Dict[str, Optional[int]]:
         return dataclasses.asdict(self)
+
+
+#: The names of Timing's stamps (every field but ``chunks``), in stream order.
+TIMING_STAMPS: Tuple[str, ...] = tuple(
+    f.name for f in dataclasses.fields(Timing) if f.name.endswith("_ns"))
 
 
 @dataclass
