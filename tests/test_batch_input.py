@@ -8,7 +8,7 @@ from typing import Any, List
 import pytest
 from batchfiles import write as _write
 
-from streamkit.batch.input import IdChecker, Problem, PromptLine, detect_format, read_prompts
+from streamkit.batch.input import Problem, PromptLine, detect_format, read_prompts
 from streamkit.errors import ConfigError
 
 
@@ -114,13 +114,6 @@ def test_csv_without_prompt_column(tmp_path: Path) -> None:
     assert len(items) == 1 and isinstance(items[0], Problem)
     assert items[0].line == 1 and 'no "prompt" column' in items[0].message
 
-
-def test_duplicate_ids() -> None:
-    checker = IdChecker()
-    assert checker.check(PromptLine(1, "a", prompt="x"), "f") is None
-    assert checker.check(PromptLine(2, "b", prompt="x"), "f") is None
-    problem = checker.check(PromptLine(5, "a", prompt="x"), "f")
-    assert problem is not None and problem.line == 5 and "first on line 1" in problem.message
 
 
 def test_detect_format() -> None:

@@ -3,7 +3,6 @@ and runs against the in-process emulator."""
 
 from __future__ import annotations
 
-import io
 import os
 import threading
 from pathlib import Path
@@ -16,7 +15,7 @@ from batchfiles import prompts as _prompts
 from batchfiles import write as _write
 
 from streamkit import emulator
-from streamkit.batch import BatchConfig, PromptFileError, check_prompts, run_batch
+from streamkit.batch import BatchConfig, PromptFileError, run_batch
 from streamkit.batch.input import PromptLine
 from streamkit.batch.output import (
     errors_path,
@@ -83,15 +82,6 @@ def test_problem_list_is_capped_with_a_count(tmp_path: Path) -> None:
         run_batch(prompts, str(tmp_path / "o.jsonl"), model="m")
     assert len(info.value.problems) == 20 and info.value.total == 30
     assert "... and 10 more" in str(info.value)
-
-
-def test_check_streams_stdin_and_counts_done(tmp_path: Path) -> None:
-    out = tmp_path / "o.jsonl"
-    out.write_text('{"id": "2", "response": "x"}\n')
-    stdin = io.BytesIO(b'"a"\n"b"\n{"prompt": 5}\n')
-    report = check_prompts("-", str(out), model="m", stdin=stdin)
-    assert (report.prompts, report.done, report.problem_count) == (2, 1, 1)
-    assert str(report.problems[0]).startswith("<stdin>:3: ")
 
 
 # --- runs against the emulator -----------------------------------------------------

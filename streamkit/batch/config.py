@@ -26,14 +26,13 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 from ..config import HostSpec, RetryPolicy, Timeouts, check_count
 from ..errors import ConfigError
 from ..records import ResponseCache
-from .input import FORMATS, detect_format
+from .input import FORMATS, THINK_LEVELS, detect_format
 from .output import errors_path
 
 __all__ = ["MAX_PROBLEMS", "BatchConfig", "Flag", "command_words", "config_values", "flag_of",
            "parse_format", "parse_host", "parse_option", "parse_think"]
 
 MAX_PROBLEMS = 20
-THINK_LEVELS = ("low", "medium", "high")
 
 
 # --- one option's text form --------------------------------------------------------

@@ -33,24 +33,17 @@ from typing import (
     Iterator,
     List,
     Optional,
-    Sequence,
     Set,
     Tuple,
     Union,
 )
 
 from ..config import HostSpec
-from ..errors import Cancelled, ConfigError
+from ..errors import Cancelled
 from ..records import ChatRequest, GenerateRequest, Request, ResponseCache, Result
-from .config import MAX_PROBLEMS, BatchConfig
-from .input import (
-    InputFile,
-    Problem,
-    PromptLine,
-    Scan,
-    read_prompts,
-    scan_prompts,
-)
+from .check import PromptFileError, Scan, scan_file
+from .config import BatchConfig
+from .input import InputFile, Problem, PromptLine, read_prompts
 from .output import (
     ErrorLog,
     RecordWriter,
@@ -61,26 +54,12 @@ from .output import (
     scan_output,
 )
 
-__all__ = ["BatchConfig", "BatchSummary", "CheckReport", "PromptFileError", "check_prompts",
-           "run_batch"]
+__all__ = ["BatchSummary", "build_request", "run_batch"]
 
 STOP_POLL_S = 0.05          # how fast the stop watcher sees ``stop`` being set
 PROGRESS_REFRESH_S = 0.25   # postfix updates (failed, in flight, tok/s) at most this often
 
 Report = Callable[[str], None]
-
-
-class PromptFileError(ConfigError):
-    """The prompt file has bad lines. ``problems`` lists the first ones, ``total`` counts all."""
-
-    def __init__(self, problems: Sequence[Problem], total: int) -> None:
-        lines = [str(p) for p in problems]
-        if total > len(problems):
-            lines.append(f"... and {total - len(problems)} more")
-        lines.append(f"{total} bad line(s): fix them, or pass --skip-invalid to run the rest")
-        super().__init__("\n".join(lines))
-        self.problems = list(problems)
-        self.total = total
 
 
 @dataclass(frozen=True)
@@ -146,50 +125,6 @@ def build_request(line: PromptLine, config: BatchConfig) -> Request:
                            think=think, id=line.id)
 
 
-# --- validation ----------------------------------------------------------------
-
-
-def _scan(path: str, config: BatchConfig, display: str) -> Scan:
-    return scan_prompts(path, config.format_name, default_model=config.model,
-                        display=display, max_problems=config.max_problems)
-
-
-@dataclass(frozen=True)
-class CheckReport:
-    """The result of :func:`check_prompts`."""
-
-    prompts: int            # valid prompts
-    done: int               # of them, already in the output
-    problems: Tuple[Problem, ...]
-    problem_count: int
-
-    @property
-    def ok(self) -> bool:
-        return self.problem_count == 0
-
-
-def check_prompts(inputs: str, output: Optional[str] = None, *, model: Optional[str] = None,
-                  input_format: Optional[str] = None, max_problems: int = MAX_PROBLEMS,
-                  stdin: Optional[IO[bytes]] = None) -> CheckReport:
-    """Validate a prompt file without sending anything (``streamkit batch --check``).
-
-    Streams through the file once (stdin included), keeping only the ids.
-    With ``output``, also counts the prompts an existing output already holds.
-
-    Raises:
-        ConfigError: the file cannot be read, an unknown format, a corrupt output.
-    """
-    config = BatchConfig(inputs, output or "unused.jsonl", model=model,
-                         input_format=input_format, max_problems=max_problems)
-    with InputFile(inputs, stdin) as (path, display):
-        scan = _scan(path, config, display)
-    done = 0
-    if output is not None:
-        finished = scan_output(output).done
-        done = sum(1 for i in scan.ids.ids if i in finished)
-    return CheckReport(scan.prompts, done, tuple(scan.problems), scan.problem_count)
-
-
 # --- the run -------------------------------------------------------------------
 
 
@@ -229,7 +164,7 @@ def run_batch(inputs: str, output: str, *, config: Optional[BatchConfig] = None,
         config = replace(config, inputs=inputs, output=output, **options)
     show = sys.stderr.isatty() if config.progress is None else config.progress
     with InputFile(inputs, stdin) as (path, display):
-        scan = _scan(path, config, display)
+        scan = scan_file(path, config, display)
         if scan.problem_count and not config.skip_invalid:
             raise PromptFileError(scan.problems, scan.problem_count)
         for problem in scan.problems:
