@@ -44,7 +44,7 @@ class Chunk(NamedTuple):
     text: str
     thinking: str = ""
     tool_calls: Tuple[Mapping[str, Any], ...] = ()
-    index: int = 0  # type: ignore[assignment]  # shadows tuple.index on purpose (design §3)
+    index: int = 0  # type: ignore[assignment]  # shadows tuple.index: the public field name
     received_ns: int = 0
     raw: Optional[Mapping[str, Any]] = None
     done: bool = False

@@ -78,7 +78,7 @@ def timing_record(timing: Timing) -> Dict[str, Any]:
 
 
 def result_record(result: Result, record_id: str) -> Dict[str, Any]:
-    """The OUT line for a successful Result (design §4 "Batch files")."""
+    """The OUT line for a successful Result (the format is in docs/batch.md)."""
     record: Dict[str, Any] = {"id": record_id, "model": result.model, "host": result.host,
                               "response": result.text}
     if result.thinking:

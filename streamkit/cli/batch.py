@@ -16,6 +16,7 @@ from ..config import HostSpec
 from ..errors import ConfigError
 from .common import (
     BUILTIN_HOST,
+    BUILTIN_MODEL,
     BUILTIN_TOKENS_PER_SECOND,
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -24,7 +25,6 @@ from .common import (
 )
 
 BUILTIN_SLOTS = 4  # the emulator's default parallel slots
-BUILTIN_MODEL = "demo"
 
 
 def _add_flag(parser: argparse.ArgumentParser, name: str, flag: Flag) -> None:

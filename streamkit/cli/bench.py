@@ -8,7 +8,7 @@ from typing import Any, List
 
 from ..batch.config import parse_option
 from ..errors import ConfigError
-from .common import BUILTIN_HOST, EXIT_FAILED, EXIT_OK, add_host_argument, argtype
+from .common import BUILTIN_HOST, BUILTIN_MODEL, EXIT_FAILED, EXIT_OK, add_host_argument, argtype
 
 
 def _int_list(text: str) -> List[int]:
@@ -99,7 +99,7 @@ def register(sub: Any) -> None:
 def _bench_config(args: argparse.Namespace) -> Any:
     from ..bench import BenchConfig, Slo, read_prompt_file
 
-    model = args.model or ("demo" if args.host == BUILTIN_HOST else None)
+    model = args.model or (BUILTIN_MODEL if args.host == BUILTIN_HOST else None)
     if model is None:
         raise ConfigError("bench needs a model: -m MODEL (or --host builtin)")
     prompts = read_prompt_file(args.prompt_file, model) if args.prompt_file else ()

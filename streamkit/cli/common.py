@@ -22,6 +22,7 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
 BUILTIN_HOST = "builtin"
+BUILTIN_MODEL = "demo"  # the emulator's default model: -m may be left out with builtin
 BUILTIN_TOKENS_PER_SECOND = 40.0  # paced, so the built-in demo looks like a real stream
 _START_OLLAMA_HINT = ("is Ollama running? Start it with `ollama serve` "
                       "(https://ollama.com/download), set --host or OLLAMA_HOST, "
