@@ -8,7 +8,7 @@ import contextlib
 import shlex
 import sys
 from dataclasses import fields, replace
-from typing import Any, Callable, Dict, Iterator, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from ..batch import BatchConfig, BatchSummary, PromptFileError
 from ..batch.config import Flag, command_words, config_values, flag_of
@@ -50,6 +50,17 @@ def _add_flag(parser: argparse.ArgumentParser, name: str, flag: Flag) -> None:
     parser.add_argument(*flag.names, **kwargs)
 
 
+def _help_order() -> List[Tuple[str, Optional[Flag]]]:
+    """(field name, Flag) in the order the help lists them: BatchConfig's field
+    order, but -m before -o, and the command's own --check (None) after --ordered,
+    where they have always been."""
+    order = [(f.name, flag_of(f)) for f in fields(BatchConfig) if flag_of(f) is not None]
+    output = order.pop([name for name, _ in order].index("output"))
+    order.insert([name for name, _ in order].index("model") + 1, output)
+    order.insert([name for name, _ in order].index("ordered") + 1, ("check", None))
+    return order
+
+
 def register(sub: Any) -> None:
     p = sub.add_parser(
         "batch", help="run a prompt file (.jsonl/.txt/.csv) into a results file, resumably",
@@ -58,12 +69,12 @@ def register(sub: Any) -> None:
                     "the same command resumes: ids already in OUT are skipped, failed ones "
                     "retried. Exit codes: 0 all ok, 1 some failed, 2 bad input, 130 "
                     "interrupted.")
-    for f in fields(BatchConfig):
-        flag = flag_of(f)
-        if flag is not None:
-            _add_flag(p, f.name, flag)
-    p.add_argument("--check", action="store_true",
-                   help="validate PROMPTS (and count what OUT already has), send nothing")
+    for name, flag in _help_order():
+        if flag is None:
+            p.add_argument("--check", action="store_true",
+                           help="validate PROMPTS (and count what OUT already has), send nothing")
+        else:
+            _add_flag(p, name, flag)
     # Bad prompt-file lines are listed whole: "streamkit batch: <problems>".
     p.set_defaults(func=_batch, usage_errors=(PromptFileError,))
 
