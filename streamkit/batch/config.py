@@ -108,7 +108,9 @@ class Flag:
     """How one BatchConfig field is spelled on the ``streamkit batch`` command line.
 
     - ``names``: the option strings, short first (``()``: the positional PROMPTS).
-    - ``parse``: one argv word → one value (raises ConfigError); None: the word.
+    - ``parse``: one argv word → one value; None: the word itself. Its
+      ConfigError is shown as is; a ValueError (``int``) as argparse's
+      "invalid int value".
     - ``switch``: the flag takes no word and sets the field to ``const``.
       Otherwise a non-None ``const`` is the value of the flag given without
       a word (``--think``).
