@@ -41,7 +41,7 @@ from .records import END, ChatRequest, Chunk, GenerateRequest, Result, Stats, Ti
 
 if TYPE_CHECKING:
     from .batch import run_batch
-    from .cache import SQLiteCache
+    from .batch.cache import SQLiteCache
     from .client import Client, Conversation
     from .dispatch import Dispatcher
     from .emulator import Emulator, EmulatorConfig, Fault
@@ -56,7 +56,7 @@ _LAZY = {
     "Emulator": "emulator",
     "EmulatorConfig": "emulator",
     "Fault": "emulator",
-    "SQLiteCache": "cache",
+    "SQLiteCache": "batch.cache",
     "Stream": "stream",
     "run_batch": "batch",
 }

@@ -20,6 +20,7 @@ __all__ = [
     "ResponseCache",
     "Result",
     "Stats",
+    "TIMING_STAMPS",
     "Timing",
 ]
 
@@ -43,7 +44,7 @@ class Chunk(NamedTuple):
     text: str
     thinking: str = ""
     tool_calls: Tuple[Mapping[str, Any], ...] = ()
-    index: int = 0  # type: ignore[assignment]  # shadows tuple.index on purpose (design §3)
+    index: int = 0  # type: ignore[assignment]  # shadows tuple.index: the public field name
     received_ns: int = 0
     raw: Optional[Mapping[str, Any]] = None
     done: bool = False
@@ -116,6 +117,11 @@ class Timing:
         return dataclasses.asdict(self)
 
 
+#: The names of Timing's stamps (every field but ``chunks``), in stream order.
+TIMING_STAMPS: Tuple[str, ...] = tuple(
+    f.name for f in dataclasses.fields(Timing) if f.name.endswith("_ns"))
+
+
 @dataclass
 class Result:
     """The outcome of one stream: what was said, by whom, how fast, or why it failed.
@@ -178,7 +184,7 @@ Request = Union[ChatRequest, GenerateRequest]
 
 
 class ResponseCache(Protocol):
-    """What Client and Dispatcher need of a response cache (see streamkit.cache).
+    """What Client and Dispatcher need of a response cache (see streamkit.batch.cache).
 
     Both methods must be safe to call from many threads at once.
     """

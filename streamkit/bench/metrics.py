@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 
 from ..errors import ConfigError
+from ..records import Timing
 
 __all__ = [
     "FORMULAS",
@@ -96,7 +97,15 @@ DERIVED_METRICS = ("ttft_ms", "ttfc_ms", "ttfb_ms", "tpot_ms", "e2e_ms", "queue_
 
 
 @dataclass
-class RequestRecord:
+class _Scheduled:
+    """The fields every RequestRecord must be given (see RequestRecord)."""
+
+    index: int
+    scheduled_ns: int
+
+
+@dataclass
+class RequestRecord(Timing, _Scheduled):
     """What one bench request did. Stamps are ``perf_counter_ns()`` values.
 
     ``scheduled_ns`` is when the request was meant to go out (open loop: the
@@ -105,23 +114,18 @@ class RequestRecord:
     a worker thread took it up. The rest come from the stream's Timing.
     ``chunk_ns`` are the arrival stamps of text-bearing chunks; ``lags_ns``
     the per-chunk lags against a stamping emulator (empty otherwise).
+
+    The Timing fields (``started_ns`` ... ``done_ns``, ``chunks``) are
+    Timing's own, inherited so that one list serves both and they stay flat
+    attributes (and flat requests.jsonl columns). ``chunks`` counts the
+    chunks this record saw. Fields: ``index``, ``scheduled_ns`` (required),
+    then Timing's, then the ones below.
     """
 
-    index: int
-    scheduled_ns: int
     dispatched_ns: int = 0
     picked_ns: int = 0
     warmup: bool = False
     process: int = 0
-    started_ns: Optional[int] = None
-    sent_ns: Optional[int] = None
-    headers_ns: Optional[int] = None
-    first_byte_ns: Optional[int] = None
-    first_token_ns: Optional[int] = None
-    first_content_ns: Optional[int] = None
-    last_token_ns: Optional[int] = None
-    done_ns: Optional[int] = None
-    chunks: int = 0
     coalesced: int = 0
     chunk_ns: List[int] = field(default_factory=list)
     lags_ns: List[int] = field(default_factory=list)

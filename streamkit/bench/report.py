@@ -25,6 +25,7 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 from .._version import __version__
 from ..errors import ConfigError, StreamkitError
+from ..records import TIMING_STAMPS
 from .metrics import FORMULAS, LATENCY_METRICS, NS_PER_MS, Distribution, derive
 
 __all__ = [
@@ -57,9 +58,7 @@ SUMMARY_COLUMNS: Tuple[str, ...] = (
 )
 NO_COUNTS = "server sent no token counts"
 ESTIMATE_NOTE = "estimated: 1 text chunk counted as 1 token"
-_STAMPS = ("scheduled_ns", "dispatched_ns", "picked_ns", "started_ns", "sent_ns",
-           "headers_ns", "first_byte_ns", "first_token_ns", "first_content_ns",
-           "last_token_ns", "done_ns")
+_STAMPS = ("scheduled_ns", "dispatched_ns", "picked_ns", *TIMING_STAMPS)
 _SERVER = ("eval_count", "eval_duration", "prompt_eval_count", "prompt_eval_duration",
            "load_duration", "total_duration")
 _DISPLAY = {"ttft_ms": "TTFT", "ttfc_ms": "TTFC", "tpot_ms": "TPOT", "icl_ms": "ICL (chunks)",

@@ -26,7 +26,7 @@ from typing import IO, Any, Dict, Iterator, List, Mapping, Optional, Tuple, Unio
 
 from ..config import RetryPolicy, Timeouts
 from ..errors import ConfigError, ResponseError, StreamkitError
-from ..records import ChatRequest, Chunk, GenerateRequest, Request, Result
+from ..records import TIMING_STAMPS, ChatRequest, Chunk, GenerateRequest, Request, Result
 from .load import Job, SendFn
 from .metrics import RequestRecord
 
@@ -94,7 +94,7 @@ def read_prompt_file(path: str, model: str) -> Tuple[PromptSpec, ...]:
         ConfigError: the file cannot be read, has a bad line (with its line
             number), or holds no prompt.
     """
-    from .._batchinput import Problem, detect_format, read_prompts
+    from ..batch.input import Problem, detect_format, read_prompts
 
     specs: List[PromptSpec] = []
     problems: List[str] = []
@@ -223,12 +223,8 @@ def _record_error(record: RequestRecord, exc: BaseException) -> None:
 def _fill(record: RequestRecord, result: Result) -> None:
     """Copy the stream's Timing and the server's Stats into the record."""
     t, s = result.timing, result.stats
-    record.started_ns, record.sent_ns = t.started_ns, t.sent_ns
-    record.headers_ns, record.first_byte_ns = t.headers_ns, t.first_byte_ns
-    record.first_token_ns = t.first_token_ns
-    record.first_content_ns = t.first_content_ns
-    record.last_token_ns = t.last_token_ns
-    record.done_ns = t.done_ns
+    for name in TIMING_STAMPS:  # not chunks: the record counted the ones it saw
+        setattr(record, name, getattr(t, name))
     if record.first_token_ns is None and record.chunk_ns:
         record.first_token_ns = record.chunk_ns[0]
     if record.last_token_ns is None and record.chunk_ns:

@@ -9,7 +9,7 @@ from typing import List
 
 import pytest
 
-from streamkit.cache import SQLiteCache, request_key
+from streamkit.batch.cache import SQLiteCache, request_key
 from streamkit.errors import ConfigError, ConnectError
 from streamkit.records import ChatRequest, GenerateRequest, Result, Stats, Timing
 

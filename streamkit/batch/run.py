@@ -1,7 +1,7 @@
 """Batch runs of prompt files: validated, resumable, exactly once.
 
 ``run_batch(inputs, output, ...)`` reads a prompt file (see
-:mod:`streamkit._batchinput` for the formats), validates every line before
+:mod:`streamkit.batch.input` for the formats), validates every line before
 the first request, sends the prompts through a :class:`~streamkit.Dispatcher`
 and appends one JSON line per answer to ``output``. Failures go to
 ``OUTPUT.errors.jsonl`` (``results.jsonl`` → ``results.errors.jsonl``).
@@ -9,7 +9,7 @@ and appends one JSON line per answer to ``output``. Failures go to
 Resume is the default: ids already in ``output`` are skipped, a torn last
 line left by a crash is cut off first, and an id is never written twice.
 Failed ids have no line in ``output``, so the next run retries them. See
-:mod:`streamkit._batchoutput` for the file rules.
+:mod:`streamkit.batch.output` for the file rules.
 
 Stopping: set the ``stop`` Event (the CLI does so on the first Ctrl-C or
 SIGTERM) and the run stops reading input, cancels the streams in flight (the
@@ -21,11 +21,10 @@ does the same cleanup, then propagates.
 from __future__ import annotations
 
 import importlib
-import os
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from typing import (
     IO,
     Any,
@@ -33,104 +32,34 @@ from typing import (
     Dict,
     Iterator,
     List,
-    Mapping,
     Optional,
-    Sequence,
     Set,
     Tuple,
     Union,
 )
 
-from ._batchinput import (
-    InputFile,
-    Problem,
-    PromptLine,
-    Scan,
-    detect_format,
-    read_prompts,
-    scan_prompts,
-)
-from ._batchoutput import (
+from ..config import HostSpec
+from ..errors import Cancelled
+from ..records import ChatRequest, GenerateRequest, Request, ResponseCache, Result
+from .check import PromptFileError, Scan, scan_file
+from .config import BatchConfig
+from .input import InputFile, Problem, PromptLine, read_prompts
+from .output import (
     ErrorLog,
     RecordWriter,
     Syncer,
     error_record,
-    errors_path,
     repair,
     result_record,
     scan_output,
 )
-from .config import RetryPolicy, Timeouts
-from .errors import Cancelled, ConfigError
-from .records import ChatRequest, GenerateRequest, Request, ResponseCache, Result
 
-__all__ = ["BatchConfig", "BatchSummary", "CheckReport", "PromptFileError", "check_prompts",
-           "run_batch"]
+__all__ = ["BatchSummary", "build_request", "run_batch"]
 
-MAX_PROBLEMS = 20
 STOP_POLL_S = 0.05          # how fast the stop watcher sees ``stop`` being set
 PROGRESS_REFRESH_S = 0.25   # postfix updates (failed, in flight, tok/s) at most this often
 
-HostSpec = Union[str, Tuple[str, int]]
 Report = Callable[[str], None]
-
-
-class PromptFileError(ConfigError):
-    """The prompt file has bad lines. ``problems`` lists the first ones, ``total`` counts all."""
-
-    def __init__(self, problems: Sequence[Problem], total: int) -> None:
-        lines = [str(p) for p in problems]
-        if total > len(problems):
-            lines.append(f"... and {total - len(problems)} more")
-        lines.append(f"{total} bad line(s): fix them, or pass --skip-invalid to run the rest")
-        super().__init__("\n".join(lines))
-        self.problems = list(problems)
-        self.total = total
-
-
-@dataclass(frozen=True)
-class BatchConfig:
-    """Everything a batch run needs; validated on construction (ConfigError)."""
-
-    inputs: str
-    output: str
-    model: Optional[str] = None
-    system: Optional[str] = None
-    options: Optional[Mapping[str, Any]] = None
-    format: Optional[Union[str, Mapping[str, Any]]] = None
-    think: Optional[Union[bool, str]] = None
-    hosts: Optional[Sequence[HostSpec]] = None
-    workers: int = 8
-    ordered: bool = False
-    resume: bool = True
-    skip_invalid: bool = False
-    input_format: Optional[str] = None
-    dialect: str = "ollama"
-    timeouts: Timeouts = field(default_factory=Timeouts)
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
-    max_problems: int = MAX_PROBLEMS
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.output, str) or not self.output or self.output == "-":
-            raise ConfigError("the output must be a file path (-o OUT.jsonl)")
-        if self.inputs != "-" and os.path.abspath(self.inputs) == os.path.abspath(self.output):
-            raise ConfigError("the output file must not be the prompt file")
-        if isinstance(self.workers, bool) or not isinstance(self.workers, int) \
-                or self.workers < 1:
-            raise ConfigError(f"workers must be an int >= 1, got {self.workers!r}")
-        if self.model is not None and (not isinstance(self.model, str) or not self.model):
-            raise ConfigError(f"model must be a non-empty string, got {self.model!r}")
-        if self.options is not None and not isinstance(self.options, Mapping):
-            raise ConfigError("options must be a dict of Ollama option names")
-        detect_format(self.inputs, self.input_format)  # raises for an unknown format
-
-    @property
-    def errors(self) -> str:
-        return errors_path(self.output)
-
-    @property
-    def format_name(self) -> str:
-        return detect_format(self.inputs, self.input_format)
 
 
 @dataclass(frozen=True)
@@ -196,117 +125,54 @@ def build_request(line: PromptLine, config: BatchConfig) -> Request:
                            think=think, id=line.id)
 
 
-# --- validation ----------------------------------------------------------------
-
-
-def _scan(path: str, config: BatchConfig, display: str) -> Scan:
-    return scan_prompts(path, config.format_name, default_model=config.model,
-                        display=display, max_problems=config.max_problems)
-
-
-@dataclass(frozen=True)
-class CheckReport:
-    """The result of :func:`check_prompts`."""
-
-    prompts: int            # valid prompts
-    done: int               # of them, already in the output
-    problems: Tuple[Problem, ...]
-    problem_count: int
-
-    @property
-    def ok(self) -> bool:
-        return self.problem_count == 0
-
-
-def check_prompts(inputs: str, output: Optional[str] = None, *, model: Optional[str] = None,
-                  input_format: Optional[str] = None, max_problems: int = MAX_PROBLEMS,
-                  stdin: Optional[IO[bytes]] = None) -> CheckReport:
-    """Validate a prompt file without sending anything (``streamkit batch --check``).
-
-    Streams through the file once (stdin included), keeping only the ids.
-    With ``output``, also counts the prompts an existing output already holds.
-
-    Raises:
-        ConfigError: the file cannot be read, an unknown format, a corrupt output.
-    """
-    config = BatchConfig(inputs, output or "unused.jsonl", model=model,
-                         input_format=input_format, max_problems=max_problems)
-    with InputFile(inputs, stdin) as (path, display):
-        scan = _scan(path, config, display)
-    done = 0
-    if output is not None:
-        finished = scan_output(output).done
-        done = sum(1 for i in scan.ids.ids if i in finished)
-    return CheckReport(scan.prompts, done, tuple(scan.problems), scan.problem_count)
-
-
 # --- the run -------------------------------------------------------------------
 
 
-def run_batch(inputs: str, output: str, *, model: Optional[str] = None,
-              system: Optional[str] = None, options: Optional[Mapping[str, Any]] = None,
-              format: Optional[Union[str, Mapping[str, Any]]] = None,
-              think: Optional[Union[bool, str]] = None,
-              hosts: Optional[Sequence[HostSpec]] = None, workers: int = 8,
-              ordered: bool = False, resume: bool = True, skip_invalid: bool = False,
-              cache: Union[ResponseCache, str, None] = None, progress: Optional[bool] = None,
-              input_format: Optional[str] = None, dialect: str = "ollama",
-              timeouts: Optional[Timeouts] = None,
-              retry: Optional[RetryPolicy] = None, stop: Optional[threading.Event] = None,
-              report: Optional[Report] = None, stdin: Optional[IO[bytes]] = None,
-              client: Any = None) -> BatchSummary:
+def run_batch(inputs: str, output: str, *, config: Optional[BatchConfig] = None,
+              stop: Optional[threading.Event] = None, report: Optional[Report] = None,
+              stdin: Optional[IO[bytes]] = None, client: Any = None,
+              **options: Any) -> BatchSummary:
     """Run every prompt of ``inputs`` not yet in ``output``; append the answers.
 
     Args:
         inputs: a ``.jsonl``, ``.txt`` or ``.csv`` file, or ``"-"`` for stdin
             (spooled to a temporary file: it is read twice).
         output: the results file (JSONL); failures go to ``errors_path(output)``.
-        model, system, options, format, think: defaults for lines that do
-            not set them (a line's ``options`` are merged over ``options``).
-        hosts: servers, as URLs or ``(url, parallel)`` pairs (Dispatcher
-            routing); None: ``$OLLAMA_HOST`` or the default.
-        workers: requests in flight at once.
-        ordered: write the output in input order (a bounded reordering
-            buffer holds early results); otherwise in completion order.
-        resume: skip ids already in ``output`` (default). False starts over:
-            the output and error files are truncated.
-        skip_invalid: run the good lines when some are bad (the bad ones are
-            passed to ``report`` and counted in the summary).
-        cache: a :class:`~streamkit.cache.SQLiteCache`, any ResponseCache, or
-            a path to open one; hits are written with ``"cached": true``.
-        progress: a tqdm bar on stderr; None: only when stderr is a TTY.
-        dialect: ``"ollama"`` or ``"openai"`` (Client setting).
-        timeouts, retry: per request (Client settings).
+        config: a BatchConfig to start from (``inputs``, ``output`` and
+            ``options`` replace its fields).
+        options: BatchConfig fields by name: ``model``, ``hosts``,
+            ``workers``, ``cache``... (see :class:`BatchConfig`).
         stop: set it (from any thread or a signal handler) to stop the run.
         report: called with each message worth showing (skipped bad lines,
             the torn line repaired); default: none.
         client: an existing Client to use (then ``hosts`` only routes).
+        stdin: the stream read for ``inputs == "-"`` (default: ``sys.stdin``).
 
     Returns:
         a BatchSummary (``interrupted=True`` when ``stop`` was set).
 
     Raises:
         PromptFileError: bad lines (before any request) unless ``skip_invalid``.
-        ConfigError: bad arguments, unreadable input, unwritable output, an
+        ConfigError: bad options, unreadable input, unwritable output, an
             output whose lines before the last are not result records.
         KeyboardInterrupt: after stopping as for ``stop``.
+        TypeError: an option that is not a BatchConfig field.
     """
-    config = BatchConfig(
-        inputs, output, model=model, system=system, options=options, format=format,
-        think=think, hosts=hosts, workers=workers, ordered=ordered, resume=resume,
-        skip_invalid=skip_invalid, input_format=input_format, dialect=dialect,
-        timeouts=timeouts or Timeouts(), retry=retry or RetryPolicy())
-    show = sys.stderr.isatty() if progress is None else progress
+    if config is None:
+        config = BatchConfig(inputs, output, **options)
+    else:
+        config = replace(config, inputs=inputs, output=output, **options)
+    show = sys.stderr.isatty() if config.progress is None else config.progress
     with InputFile(inputs, stdin) as (path, display):
-        scan = _scan(path, config, display)
-        if scan.problem_count and not skip_invalid:
+        scan = scan_file(path, config, display)
+        if scan.problem_count and not config.skip_invalid:
             raise PromptFileError(scan.problems, scan.problem_count)
         for problem in scan.problems:
             _say(report, f"skipped: {problem}")
         if scan.problem_count > len(scan.problems):
             _say(report, f"skipped: ... and {scan.problem_count - len(scan.problems)} more")
         run = _Run(config, path, display, scan, report=report, progress=show)
-        return run.execute(cache, stop or threading.Event(), client)
+        return run.execute(config.cache, stop or threading.Event(), client)
 
 
 def _say(report: Optional[Report], message: str) -> None:
@@ -491,7 +357,7 @@ def _host_slots(config: BatchConfig) -> Optional[List[HostSpec]]:
 
 
 def _open_dispatcher(config: BatchConfig, cache: Optional[ResponseCache], client: Any) -> Any:
-    from .dispatch import Dispatcher
+    from ..dispatch import Dispatcher
     hosts = _host_slots(config)
     if client is not None:
         return Dispatcher(client, hosts=hosts, workers=config.workers)

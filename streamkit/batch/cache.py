@@ -28,8 +28,8 @@ import sqlite3
 import threading
 from typing import Any, Dict, Mapping, Optional
 
-from .errors import ConfigError
-from .records import ChatRequest, Request, Result, Stats
+from ..errors import ConfigError
+from ..records import ChatRequest, Request, Result, Stats
 
 __all__ = ["SQLiteCache", "request_key"]
 

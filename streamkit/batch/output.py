@@ -27,9 +27,9 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Protocol, Set
 
-from . import _json
-from .errors import ConfigError, ResponseError
-from .records import Result, Timing
+from .. import _json
+from ..errors import ConfigError, ResponseError
+from ..records import Result, Timing
 
 __all__ = [
     "ErrorLog",
@@ -78,7 +78,7 @@ def timing_record(timing: Timing) -> Dict[str, Any]:
 
 
 def result_record(result: Result, record_id: str) -> Dict[str, Any]:
-    """The OUT line for a successful Result (design §4 "Batch files")."""
+    """The OUT line for a successful Result (the format is in docs/batch.md)."""
     record: Dict[str, Any] = {"id": record_id, "model": result.model, "host": result.host,
                               "response": result.text}
     if result.thinking:

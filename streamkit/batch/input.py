@@ -28,22 +28,20 @@ import os
 import shutil
 import sys
 import tempfile
-from dataclasses import dataclass, field
-from typing import IO, Any, Dict, Iterator, List, Mapping, NamedTuple, Optional, Set, Tuple, Union
+from dataclasses import dataclass
+from typing import IO, Any, Dict, Iterator, List, Mapping, NamedTuple, Optional, Tuple, Union
 
-from . import _json
-from .errors import ConfigError
+from .. import _json
+from ..errors import ConfigError
 
 __all__ = [
     "FORMATS",
-    "IdChecker",
     "InputFile",
     "Problem",
     "PromptLine",
-    "Scan",
+    "THINK_LEVELS",
     "detect_format",
     "read_prompts",
-    "scan_prompts",
     "spool",
 ]
 
@@ -53,7 +51,7 @@ _EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl",
 _BOM = b"\xef\xbb\xbf"
 _JSONL_FIELDS = ("id", "prompt", "messages", "model", "system", "options", "format", "think")
 _CSV_FIELDS = ("id", "prompt", "system", "model")
-_THINK_LEVELS = ("low", "medium", "high")
+THINK_LEVELS = ("low", "medium", "high")
 _SPOOL_CHUNK = 1 << 20
 
 
@@ -129,7 +127,7 @@ def read_prompts(path: str, fmt: str, *, default_model: Optional[str] = None,
     ``default_model`` is the run's ``-m``: a line without a model is a
     problem only when it is None. ``display`` names the file in problems
     (``<stdin>`` for a spooled stdin). Duplicate ids are not checked here
-    (that needs the whole file; see :class:`IdChecker`).
+    (that needs the whole file; see :mod:`streamkit.batch.check`).
 
     Raises:
         ConfigError: the file cannot be opened.
@@ -280,9 +278,9 @@ def _format(value: Any) -> Optional[Union[str, Mapping[str, Any]]]:
 
 
 def _think(value: Any) -> Optional[Union[bool, str]]:
-    if value is None or isinstance(value, bool) or value in _THINK_LEVELS:
+    if value is None or isinstance(value, bool) or value in THINK_LEVELS:
         return value  # type: ignore[no-any-return]
-    raise _LineError(f"\"think\" must be true, false or one of {', '.join(_THINK_LEVELS)}")
+    raise _LineError(f"\"think\" must be true, false or one of {', '.join(THINK_LEVELS)}")
 
 
 def _checked_model(line: PromptLine, name: str, default_model: Optional[str]) -> Item:
@@ -342,57 +340,6 @@ def _csv_line(row: List[str], index: Mapping[str, int], number: int, name: str,
     line = PromptLine(number, cell("id").strip() or str(number), prompt=prompt,
                       model=cell("model").strip() or None, system=cell("system") or None)
     return _checked_model(line, name, default_model)
-
-
-class IdChecker:
-    """Finds duplicate ids across a file, keeping only the ids (a dict of str → line)."""
-
-    def __init__(self) -> None:
-        self._first_line: Dict[str, int] = {}
-
-    def check(self, line: PromptLine, name: str) -> Optional[Problem]:
-        """None for a new id; a Problem naming the first occurrence for a repeat."""
-        first = self._first_line.setdefault(line.id, line.line)
-        if first == line.line:
-            return None
-        return Problem(name, line.line, f"duplicate id {line.id!r} (first on line {first}); "
-                                        "ids must be unique within a file")
-
-    @property
-    def ids(self) -> Mapping[str, int]:
-        return self._first_line
-
-
-@dataclass
-class Scan:
-    """The first pass over a prompt file: counts, ids, bad lines (capped), duplicates."""
-
-    prompts: int = 0                     # good lines (first occurrence of each id)
-    problems: List[Problem] = field(default_factory=list)
-    problem_count: int = 0
-    duplicate_lines: Set[int] = field(default_factory=set)
-    ids: IdChecker = field(default_factory=IdChecker)
-
-
-def scan_prompts(path: str, fmt: str, *, default_model: Optional[str], display: str,
-                 max_problems: int) -> Scan:
-    """Validate a whole file in one streaming pass, keeping only ids and problems.
-
-    Raises:
-        ConfigError: the file cannot be opened.
-    """
-    scan = Scan()
-    for item in read_prompts(path, fmt, default_model=default_model, display=display):
-        problem = item if isinstance(item, Problem) else scan.ids.check(item, display)
-        if problem is None:
-            scan.prompts += 1
-            continue
-        if not isinstance(item, Problem):
-            scan.duplicate_lines.add(item.line)
-        scan.problem_count += 1
-        if len(scan.problems) < max_problems:
-            scan.problems.append(problem)
-    return scan
 
 
 class InputFile:

@@ -14,7 +14,8 @@ from typing import Any, Iterator, List, Optional
 import pytest
 
 from streamkit import Chunk, Result
-from streamkit.cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, _chat_loop, main
+from streamkit.cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, main
+from streamkit.cli.chat import chat_loop
 from streamkit.emulator import Emulator, EmulatorConfig, expected
 
 
@@ -141,7 +142,7 @@ class FakeConversation:
 def test_ctrl_c_stops_the_answer_not_the_loop() -> None:
     conv = FakeConversation()
     out, err = io.StringIO(), io.StringIO()
-    code = _chat_loop(conv, ["long\n", "short\n"], out, err)  # type: ignore[arg-type]
+    code = chat_loop(conv, ["long\n", "short\n"], out, err)  # type: ignore[arg-type]
     assert code == EXIT_OK
     assert conv.asked == ["long", "short"]
     assert conv.streams[0].cancelled

@@ -1,0 +1,18 @@
+"""Batch runs of prompt files: validated, resumable, exactly once.
+
+- :mod:`.config`: :class:`BatchConfig`, the one list of batch options.
+- :mod:`.input`: prompt files (formats, validation, line numbers).
+- :mod:`.output`: result files (append-only JSONL, resume, the error file).
+- :mod:`.check`: the first pass over a prompt file; :func:`check_prompts`.
+- :mod:`.run`: :func:`run_batch`.
+- :mod:`.cache`: :class:`SQLiteCache`, a persistent response cache.
+"""
+
+from __future__ import annotations
+
+from .check import CheckReport, PromptFileError, check_prompts
+from .config import BatchConfig
+from .run import BatchSummary, run_batch
+
+__all__ = ["BatchConfig", "BatchSummary", "CheckReport", "PromptFileError", "check_prompts",
+           "run_batch"]
