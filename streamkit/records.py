@@ -240,7 +240,8 @@ class EmbedResult:
     timing: Timing = field(default_factory=Timing)
     attempts: int = 0
     error: Optional[BaseException] = None
-    _arrays: Dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    _arrays: Dict[str, Any] = field(default_factory=dict, init=False, repr=False,
+                                    compare=False)
 
     @property
     def ok(self) -> bool:

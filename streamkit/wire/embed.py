@@ -17,7 +17,9 @@
 :func:`embed_error` adds what to do next to the errors only embedding has.
 
 ``decode`` raises ProtocolError for a reply that is not JSON, has the wrong
-shape, or holds a different number of vectors than inputs were sent.
+shape, or holds a different number of vectors than inputs were sent. The
+numbers inside a vector are kept as the JSON decoder made them, not checked
+one by one (a reply can hold millions).
 """
 
 from __future__ import annotations
