@@ -37,7 +37,17 @@ from .errors import (
     StreamkitError,
     StreamTimeout,
 )
-from .records import END, ChatRequest, Chunk, GenerateRequest, Result, Stats, Timing
+from .records import (
+    END,
+    ChatRequest,
+    Chunk,
+    EmbedRequest,
+    EmbedResult,
+    GenerateRequest,
+    Result,
+    Stats,
+    Timing,
+)
 
 if TYPE_CHECKING:
     from .batch import run_batch
@@ -46,10 +56,12 @@ if TYPE_CHECKING:
     from .dispatch import Dispatcher
     from .emulator import Emulator, EmulatorConfig, Fault
     from .stream import Stream
+    from .transport import CancelToken
 
 logging.getLogger("streamkit").addHandler(logging.NullHandler())
 
 _LAZY = {
+    "CancelToken": "transport",
     "Client": "client",
     "Conversation": "client",
     "Dispatcher": "dispatch",
@@ -62,6 +74,7 @@ _LAZY = {
 }
 
 __all__ = [
+    "CancelToken",
     "Cancelled",
     "ChatRequest",
     "Chunk",
@@ -71,6 +84,8 @@ __all__ = [
     "Conversation",
     "Dispatcher",
     "END",
+    "EmbedRequest",
+    "EmbedResult",
     "Emulator",
     "EmulatorConfig",
     "Fault",

@@ -25,7 +25,15 @@ from .config import (
     parse_host,
 )
 from .errors import ConfigError, ConnectError, ResponseError, ServerStreamError, StreamTimeout
-from .records import ChatRequest, GenerateRequest, Request, ResponseCache, Result
+from .records import (
+    ChatRequest,
+    EmbedRequest,
+    EmbedResult,
+    GenerateRequest,
+    Request,
+    ResponseCache,
+    Result,
+)
 from .stream import FixedRoute, Route, Stream
 from .transport import CancelToken, Transport
 from .wire import Dialect, get_dialect
@@ -219,6 +227,48 @@ class Client:
                       route=route if route is not None else FixedRoute(self.host),
                       timeouts=self.timeouts, retry=self.retry,
                       queue_size=self.queue_size, cache=self.cache)
+
+    # -- embeddings -------------------------------------------------------------
+
+    def embed(self, model: str, input: Union[str, Sequence[str]], *,
+              truncate: Optional[bool] = None, dimensions: Optional[int] = None,
+              keep_alive: Optional[Union[str, float]] = None,
+              options: Optional[Mapping[str, Any]] = None,
+              cancel: Optional[CancelToken] = None) -> EmbedResult:
+        """Embed one input or a list of inputs in one request; blocks until the reply.
+
+        ``POST /api/embed`` (``/v1/embeddings`` for the openai dialect). Returns
+        an :class:`EmbedResult` with one vector per input (``.array()`` gives a
+        numpy array). Timeouts and retries as for streams: ``connect``, then
+        ``first_token`` for the whole reply, ``total`` for the call; 429/503
+        (honouring ``Retry-After``), connect errors and cut replies are
+        retried. ``cancel.cancel()`` from another thread ends the call at once
+        (``streamkit.CancelToken``; one token per call).
+
+        Raises:
+            ConfigError: a bad argument, or one the dialect cannot send.
+            ConnectError, StreamTimeout, ResponseError (ModelNotFound,
+            ServerBusy), StreamInterrupted, ProtocolError, Cancelled: the
+            request failed (after its retries).
+        """
+        from ._embed import embed_request
+        request = embed_request(_check_model(model), input, truncate=truncate,
+                                dimensions=dimensions, keep_alive=keep_alive, options=options)
+        result = self._run_embed(request, token=cancel)
+        if result.error is not None:
+            raise result.error
+        return result
+
+    def _run_embed(self, request: EmbedRequest, route: Optional[Route] = None,
+                   token: Optional[CancelToken] = None) -> EmbedResult:
+        """Run ``request`` here; the result carries any error (the Dispatcher's entry)."""
+        from ._embed import run_embed
+        from .wire.embed import get_embed_codec
+        self._check_open()
+        return run_embed(request, codec=get_embed_codec(self.dialect), dialect=self._dialect,
+                         transport=self.transport,
+                         route=route if route is not None else FixedRoute(self.host),
+                         timeouts=self.timeouts, retry=self.retry, token=token)
 
     # -- management endpoints -----------------------------------------------
 

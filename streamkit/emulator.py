@@ -2,11 +2,12 @@
 
 It speaks Ollama's native API (``GET|HEAD /``, ``/api/version``,
 ``/api/tags``, ``/api/ps``, ``/api/show``, ``/api/chat``, ``/api/generate``,
-``/api/pull``) and its OpenAI-compatible endpoints (``/v1/chat/completions``,
-``/v1/completions``, ``/v1/models``) with the statuses, error strings, field
-order and framing of the protocol reference. Text is deterministic
-(:func:`expected` tells what a request will get). It imports only the stdlib
-and streamkit's config/errors, so it starts fast.
+``/api/pull``, ``/api/embed``, ``/api/embeddings``) and its OpenAI-compatible
+endpoints (``/v1/chat/completions``, ``/v1/completions``, ``/v1/embeddings``,
+``/v1/models``) with the statuses, error strings, field order and framing of
+the protocol reference. Text and vectors are deterministic (:func:`expected`
+and :func:`expected_embedding` tell what a request will get). It imports only
+the stdlib and streamkit's config/errors, so it starts fast.
 
 Usage::
 
@@ -27,11 +28,26 @@ Behaviour:
 - A client that leaves (EOF or reset) is noticed at once, also while
   queued, loading, in the first-token delay or in a stall: generation stops,
   the slot is released and ``disconnects`` counts it.
+- Embeddings: the ``embed_models`` (default ``demo-embed``) embed and cannot
+  generate (400 ``"demo-embed" does not support generate``); the other
+  models generate, and an embed request for one loads it, then gets 501
+  ``This server does not support embeddings. Start it with `--embeddings```
+  (Ollama's runner text). Vectors have ``embed_dim`` components and unit
+  length; the same model, text and seed always give the same vector.
+  ``input`` is a string or a list; ``truncate`` (default true) keeps the
+  first ``context - 2`` words of an input (``context`` is 4096, or
+  ``options.num_ctx``); with ``truncate: false`` a longer input gets 400
+  ``the input length exceeds the context length``. ``dimensions`` cuts and
+  renormalises. ``/v1/embeddings`` honours ``encoding_format: base64``
+  (little-endian float32). Like Ollama, an embedding model has one slot;
+  a request holds it for ``embed_request_cost + tokens * embed_token_cost``
+  seconds, where an input's tokens are its words plus 2.
 - Counters: ``requests``, ``inference``, ``chunks_sent`` (body lines/events
   written), ``completed`` (responses that ran to their end), ``disconnects``,
   ``disconnects_waiting`` (the client left while queued or during a load),
-  ``busy_rejections``, ``in_flight``, ``waiting``, ``loads``, ``faults``
-  (kind → count), ``by_path``. ``POST /_emulator/reset`` zeroes them.
+  ``busy_rejections``, ``in_flight``, ``waiting``, ``loads``,
+  ``embed_inputs`` (inputs embedded), ``faults`` (kind → count), ``by_path``.
+  ``POST /_emulator/reset`` zeroes them.
 
 Fault specs (``EmulatorConfig(faults=...)``, :meth:`Emulator.set_faults`,
 ``streamkit emulate --fault SPEC``)::
@@ -58,8 +74,9 @@ Kinds (mid-body kinds default to ``after=1``, counted in chunks sent):
 - ``nodone``: end the body cleanly without the done chunk (/v1: without ``[DONE]``).
 - ``slow_headers,delay=SECONDS``: wait (default 1 s) before the status line.
 
-With ``stream: false`` a ``cut`` closes without a reply, ``stall`` holds the
-connection, ``error`` answers 500; the other mid-body kinds change nothing.
+With ``stream: false``, and on the embedding endpoints, a ``cut`` closes
+without a reply, ``stall`` holds the connection, ``error`` answers 500; the
+other mid-body kinds change nothing.
 
 Triggers (all given must hold; none means every request): ``p=PROB``,
 ``first=N`` (the first N matching requests), ``nth=N`` (only the Nth),
@@ -72,9 +89,11 @@ first spec that triggers wins (one fault per request). Example::
 
 from __future__ import annotations
 
+from ._emulator.embed import expected_embedding
 from ._emulator.faults import Fault, parse_faults
 from ._emulator.server import Emulator
 from ._emulator.settings import EmulatorConfig
 from ._emulator.text import Expected, expected
 
-__all__ = ["Emulator", "EmulatorConfig", "Expected", "Fault", "expected", "parse_faults"]
+__all__ = ["Emulator", "EmulatorConfig", "Expected", "Fault", "expected", "expected_embedding",
+           "parse_faults"]

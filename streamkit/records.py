@@ -15,6 +15,8 @@ __all__ = [
     "END",
     "ChatRequest",
     "Chunk",
+    "EmbedRequest",
+    "EmbedResult",
     "GenerateRequest",
     "Request",
     "ResponseCache",
@@ -194,3 +196,74 @@ class ResponseCache(Protocol):
 
     def put(self, request: Request, result: Result) -> None:
         """Store a successful Result."""
+
+
+# -- embeddings ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EmbedRequest:
+    """A request for ``/api/embed`` (or ``/v1/embeddings``): one input or a group.
+
+    ``input`` is a string or a sequence of strings; ``truncate`` None leaves
+    the server's default (Ollama: truncate to the context), ``dimensions``
+    asks for shorter vectors. ``options`` and ``keep_alive`` as for chat
+    (the openai dialect sends only ``model``, ``input`` and ``dimensions``).
+    """
+
+    model: str
+    input: Union[str, Sequence[str]]
+    truncate: Optional[bool] = None
+    dimensions: Optional[int] = None
+    keep_alive: Optional[Union[str, float]] = None
+    options: Optional[Mapping[str, Any]] = None
+    id: Optional[str] = None
+
+    @property
+    def inputs(self) -> List[str]:
+        """``input`` as a list (a single string is one input)."""
+        return [self.input] if isinstance(self.input, str) else list(self.input)
+
+
+@dataclass
+class EmbedResult:
+    """The outcome of one embed request: one vector per input, or why it failed.
+
+    ``vectors`` holds one list of floats per input, in input order (empty
+    on failure). ``prompt_eval_count`` and the durations (ns) are the
+    server's (the openai dialect reports only the token count).
+    ``attempts`` counts HTTP attempts (1 = no retry); ``error`` is None on
+    success, otherwise the typed error.
+    """
+
+    id: Optional[str]
+    model: str
+    host: str
+    vectors: List[List[float]] = field(default_factory=list)
+    prompt_eval_count: Optional[int] = None
+    total_duration: Optional[int] = None
+    load_duration: Optional[int] = None
+    timing: Timing = field(default_factory=Timing)
+    attempts: int = 0
+    error: Optional[BaseException] = None
+    _arrays: Dict[str, Any] = field(default_factory=dict, init=False, repr=False,
+                                    compare=False)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def array(self, dtype: str = "float32") -> Any:
+        """The vectors as a ``(inputs, dimensions)`` numpy array (numpy must be installed).
+
+        Built once per dtype straight from the parsed lists into one
+        contiguous array (one copy, no intermediate), then cached: later
+        calls return the same array. Raises ImportError without numpy and
+        ValueError if the vectors have different lengths.
+        """
+        cached = self._arrays.get(dtype)
+        if cached is None:
+            import numpy
+
+            cached = self._arrays[dtype] = numpy.array(self.vectors, dtype=dtype)
+        return cached

@@ -235,7 +235,7 @@ def test_official_ollama_client(emu: Emulator) -> None:
         assert "".join(p.response for p in gen) == expected("demo", GEN_BODY).text
         single = client.chat("demo", messages=messages)
         assert single.message.content == expected("demo", CHAT_BODY).text
-        assert [m.model for m in client.list().models] == ["demo:latest"]
+        assert [m.model for m in client.list().models] == ["demo:latest", "demo-embed:latest"]
         assert client.show("demo").modelinfo["general.architecture"] == "emulator"
         progress = list(client.pull("demo", stream=True))
         assert progress[0].status == "pulling manifest" and progress[-1].status == "success"

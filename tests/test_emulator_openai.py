@@ -126,7 +126,7 @@ def test_official_openai_client(emu: Emulator, client: openai.OpenAI) -> None:
         expected("demo", COMPLETION, emu.config).text
     single = client.chat.completions.create(model="demo", messages=MESSAGES)  # type: ignore[arg-type]
     assert single.choices[0].message.content == expected("demo", CHAT, emu.config).text
-    assert [m.id for m in client.models.list()] == ["demo:latest"]
+    assert [m.id for m in client.models.list()] == ["demo:latest", "demo-embed:latest"]
     with pytest.raises(openai.NotFoundError):
         client.chat.completions.create(model="nope", messages=MESSAGES,  # type: ignore[arg-type]
                                        stream=True)

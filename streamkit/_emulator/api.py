@@ -16,9 +16,10 @@ from .catalog import (
     v1_models_payload,
 )
 from .counters import Counters
+from .embed import Embedder
 from .engine import Job, respond_single, run_stream
 from .faults import Fault, FaultPlan
-from .gojson import BodyError, decode_body, str_field
+from .gojson import BodyError, decode_body, go_quote, str_field
 from .http import TERMINATOR, BadRequest, Conn, Request, chunk, head
 from .render import (
     JSON_UTF8,
@@ -31,12 +32,11 @@ from .render import (
     openai_error,
 )
 from .settings import EmulatorConfig
-from .slots import BUSY, DISCONNECTED, Models
+from .slots import BUSY, BUSY_MESSAGE, DISCONNECTED, Models
 from .text import expected, go_dumps
 
 __all__ = ["Service"]
 
-BUSY_MESSAGE = "server busy, please try again.  maximum pending requests exceeded"
 _STATUS_MESSAGES = {
     500: "model runner has unexpectedly stopped, this may be due to resource limitations "
          "or an internal error, check ollama server logs for details",
@@ -72,6 +72,8 @@ _GENERATE = _Inference("api.GenerateRequest", openai=False, chat=False)
 _CHAT = _Inference("api.ChatRequest", openai=False, chat=True)
 _V1_CHAT = _Inference("openai.ChatCompletionRequest", openai=True, chat=True)
 _V1_COMPLETION = _Inference("openai.CompletionRequest", openai=True, chat=False)
+_EMBED = _Inference("api.EmbedRequest", openai=False, chat=False)
+_V1_EMBED = _Inference("openai.EmbedRequest", openai=True, chat=False)
 
 
 class Service:
@@ -101,6 +103,7 @@ class Service:
             "/v1/models": {"GET": self._v1_models},
             "/_emulator/counters": {"GET": self._counters},
             "/_emulator/reset": {"POST": self._reset},
+            **Embedder(self, _EMBED, _V1_EMBED).routes(),
         }
 
     # -- connections ------------------------------------------------------------------
@@ -178,7 +181,7 @@ class Service:
         _send_json(conn, req, 200, {"version": self.config.version})
 
     async def _tags(self, conn: Conn, req: Request) -> None:
-        _send_json(conn, req, 200, tags_payload(self.config.models, self.started))
+        _send_json(conn, req, 200, tags_payload(self.config.served, self.started))
 
     async def _ps(self, conn: Conn, req: Request) -> None:
         _send_json(conn, req, 200, ps_payload(self.models.loaded(),
@@ -186,7 +189,7 @@ class Service:
 
     async def _v1_models(self, conn: Conn, req: Request) -> None:
         _send(conn, req, 200, "application/json",
-              go_dumps(v1_models_payload(self.config.models, self.started)))
+              go_dumps(v1_models_payload(self.config.served, self.started)))
 
     async def _counters(self, conn: Conn, req: Request) -> None:
         _send_json(conn, req, 200, self.counters.snapshot())
@@ -208,7 +211,8 @@ class Service:
             full = name if ":" in name else f"{name}:latest"
             _send_json(conn, req, 404, {"error": f"model '{full}' not found"})
         else:
-            _send_json(conn, req, 200, show_payload(name, self.started))
+            embed_dim = self.config.embed_dim if self.config.embeds(name) else 0
+            _send_json(conn, req, 200, show_payload(name, self.started, embed_dim))
 
     async def _pull(self, conn: Conn, req: Request) -> None:
         try:
@@ -261,6 +265,8 @@ class Service:
             return (400, "model is required") if kind.chat else (404, "model '' not found")
         if not self.models.known(model):
             return 404, f"model '{model}' not found"
+        if self.config.embeds(model):  # Ollama: the model lacks the completion capability
+            return 400, f"{go_quote(model)} does not support {'chat' if kind.chat else 'generate'}"
         return None
 
     async def _inference(self, conn: Conn, req: Request, kind: _Inference) -> None:

@@ -10,7 +10,8 @@ from typing import Any, Callable, Dict
 __all__ = ["Counters"]
 
 _SCALARS = ("requests", "inference", "chunks_sent", "completed", "disconnects",
-            "disconnects_waiting", "busy_rejections", "in_flight", "waiting", "loads")
+            "disconnects_waiting", "busy_rejections", "in_flight", "waiting", "loads",
+            "embed_inputs")
 
 
 class Counters:

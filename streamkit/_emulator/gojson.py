@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any, Dict, Mapping, Optional, Tuple
 
-__all__ = ["BodyError", "decode_body"]
+__all__ = ["BodyError", "decode_body", "go_quote", "str_field"]
 
 MISSING_BODY = "missing request body"
 
@@ -14,6 +14,7 @@ MISSING_BODY = "missing request body"
 _STRING = ("string", "string")
 _BOOL = ("bool", "bool")
 _MAP = ("object", "map[string]interface {}")
+_INT = ("number", "int")
 _FIELDS: Dict[str, Dict[str, Tuple[str, str]]] = {
     "api.GenerateRequest": {"model": _STRING, "prompt": _STRING, "system": _STRING,
                             "suffix": _STRING, "template": _STRING, "stream": _BOOL,
@@ -26,6 +27,10 @@ _FIELDS: Dict[str, Dict[str, Tuple[str, str]]] = {
     "openai.ChatCompletionRequest": {"model": _STRING, "stream": _BOOL,
                                      "messages": ("array", "[]openai.Message")},
     "openai.CompletionRequest": {"model": _STRING, "stream": _BOOL},
+    "api.EmbedRequest": {"model": _STRING, "truncate": _BOOL, "dimensions": _INT,
+                         "options": _MAP},
+    "api.EmbeddingRequest": {"model": _STRING, "prompt": _STRING, "options": _MAP},
+    "openai.EmbedRequest": {"model": _STRING, "dimensions": _INT, "encoding_format": _STRING},
 }
 
 
@@ -79,7 +84,10 @@ def _check_fields(obj: Mapping[str, Any], go_type: str) -> None:
     for name, (kind, go_name) in _FIELDS.get(go_type, {}).items():
         if name not in obj or obj[name] is None:
             continue
-        actual = _kind(obj[name])
+        value = obj[name]
+        actual = _kind(value)
+        if go_name == "int" and isinstance(value, float) and not value.is_integer():
+            actual = f"number {value}"  # Go: a fraction cannot go into an int
         if actual != kind:
             struct = go_type.split(".", 1)[1]
             raise BodyError(400, f"json: cannot unmarshal {actual} into Go struct field "
@@ -107,6 +115,11 @@ def decode_body(raw: bytes, go_type: str) -> Dict[str, Any]:
                              f"{go_type}")
     _check_fields(obj, go_type)
     return obj
+
+
+def go_quote(text: str) -> str:
+    """``text`` as Go's ``%q`` prints it (double quotes, escapes) for plain names."""
+    return json.dumps(text, ensure_ascii=False)
 
 
 def str_field(obj: Mapping[str, Any], *names: str) -> str:

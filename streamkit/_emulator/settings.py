@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any, Tuple
 
 from ..errors import ConfigError
-from .faults import Fault, coerce_faults
+from .faults import Fault, coerce_faults, normalize_model
 
 __all__ = ["EmulatorConfig"]
 
@@ -38,6 +38,12 @@ class EmulatorConfig:
     - ``think_tokens``: thinking tokens sent first when the request asks to think.
     - ``version``: what ``/api/version`` reports; ``seed``: mixes into all text.
     - ``exotic``: add tokens with raw U+0085 and U+2028 to the vocabulary.
+    - ``embed_models``: embedding models, served besides ``models``; they embed
+      and cannot generate (a model of ``models`` generates and cannot embed).
+      Like Ollama, each has one slot, whatever ``parallel`` says.
+    - ``embed_dim``: length of the vectors; ``embed_request_cost`` (seconds per
+      request) and ``embed_token_cost`` (seconds per input token) are how long
+      an embed request holds its model's slot.
     """
 
     host: str = "127.0.0.1"
@@ -56,14 +62,18 @@ class EmulatorConfig:
     version: str = "0.12.6"
     seed: int = 0
     exotic: bool = False
+    embed_models: Tuple[str, ...] = ("demo-embed",)
+    embed_dim: int = 768
+    embed_request_cost: float = 0.0
+    embed_token_cost: float = 0.0
 
     def __post_init__(self) -> None:
-        raw: Any = self.models
-        models = (raw,) if isinstance(raw, str) else tuple(raw)
-        if not models or not all(isinstance(m, str) and m for m in models):
-            raise ConfigError(f"EmulatorConfig.models must be non-empty names, got {self.models!r}")
-        object.__setattr__(self, "models", models)
+        object.__setattr__(self, "models", self._names("models", allow_empty=False))
         object.__setattr__(self, "faults", coerce_faults(self.faults))
+        object.__setattr__(self, "embed_models", self._names("embed_models", allow_empty=True))
+        _check_number("embed_dim", self.embed_dim, minimum=1, integer=True)
+        for name in ("embed_request_cost", "embed_token_cost"):
+            _check_number(name, getattr(self, name), minimum=0)
         _check_number("port", self.port, minimum=0, integer=True)
         if self.port > 65535:
             raise ConfigError(f"EmulatorConfig.port must be <= 65535, got {self.port!r}")
@@ -75,6 +85,23 @@ class EmulatorConfig:
         _check_number("think_tokens", self.think_tokens, minimum=0, integer=True)
         _check_number("seed", self.seed, minimum=-(2**63), integer=True)
         self._check_response_tokens()
+
+    def _names(self, field: str, *, allow_empty: bool) -> Tuple[str, ...]:
+        raw: Any = getattr(self, field)
+        names = (raw,) if isinstance(raw, str) else tuple(raw)
+        if (not names and not allow_empty) or not all(isinstance(m, str) and m for m in names):
+            raise ConfigError(f"EmulatorConfig.{field} must be non-empty names, got {raw!r}")
+        return names
+
+    @property
+    def served(self) -> Tuple[str, ...]:
+        """Every model served: ``models`` then ``embed_models``."""
+        return self.models + tuple(m for m in self.embed_models if m not in self.models)
+
+    def embeds(self, name: str) -> bool:
+        """True if ``name`` (with or without ``:latest``) is an embedding model."""
+        wanted = normalize_model(name)
+        return any(normalize_model(m) == wanted for m in self.embed_models)
 
     def _check_response_tokens(self) -> None:
         pair = tuple(self.response_tokens)

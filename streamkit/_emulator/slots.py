@@ -12,9 +12,10 @@ from .faults import normalize_model
 from .http import Conn
 from .settings import EmulatorConfig
 
-__all__ = ["BUSY", "DISCONNECTED", "OK", "Models"]
+__all__ = ["BUSY", "BUSY_MESSAGE", "DISCONNECTED", "OK", "Models"]
 
 OK, BUSY, DISCONNECTED = "ok", "busy", "disconnected"
+BUSY_MESSAGE = "server busy, please try again.  maximum pending requests exceeded"
 
 
 class _Model:
@@ -37,8 +38,10 @@ class Models:
         self.config = config
         self.counters = counters
         self.waiting = 0
+        # Ollama loads an embedding model with one slot, whatever OLLAMA_NUM_PARALLEL says.
         self._models: Dict[str, _Model] = {
-            normalize_model(m): _Model(config.parallel) for m in config.models}
+            normalize_model(m): _Model(1 if config.embeds(m) else config.parallel)
+            for m in config.served}
 
     def known(self, name: str) -> bool:
         return normalize_model(name) in self._models
