@@ -93,19 +93,19 @@ class _StampingSocket:
     """Stands in for the socket given to http.client's response, whose
     constructor opens its socket file with ``sock.makefile("rb")``."""
 
-    __slots__ = ("_sock",)
+    __slots__ = ("_target",)
 
     def __init__(self, sock: Any) -> None:
-        self._sock = sock
+        self._target = sock
 
     def makefile(self, mode: str) -> Any:
         try:
             # Public: makefile(buffering=0) gives the raw reader and counts
             # it, so the socket closes only once this file is closed too.
-            raw = self._sock.makefile(mode, buffering=0)
+            raw = self._target.makefile(mode, buffering=0)
         except TypeError:  # a socket-like object without buffering=: no stamps (warned)
-            return self._sock.makefile(mode)
-        sock = self._sock if isinstance(self._sock, socket.socket) else None
+            return self._target.makefile(mode)
+        sock = self._target if isinstance(self._target, socket.socket) else None
         return io.BufferedReader(StampedReader(raw, sock), io.DEFAULT_BUFFER_SIZE)
 
 
