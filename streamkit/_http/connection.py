@@ -137,7 +137,7 @@ def socket_file(raw: Any) -> SocketFile:
     socket from a connection that will close after this response.
     """
     # PRIVATE: urllib3's HTTPResponse._fp is http.client's response, and its
-    # .fp the socket file. Checked on urllib3 1.26.8, 1.26.20, 2.8.0;
+    # .fp the socket file. Checked on urllib3 1.26.5, 2.0.0, 2.6.3, 2.8.0;
     # CPython 3.9, 3.11, 3.13.
     fp = raw._fp.fp
     reader = getattr(fp, "raw", None)
@@ -169,7 +169,7 @@ def release(raw: Any, *, close_delimited: bool) -> None:
         raw.close()
         return
     # PRIVATE: urllib3's HTTPResponse._original_response is http.client's
-    # response (will_close, close()). Checked on urllib3 1.26.8, 1.26.20, 2.8.0.
+    # response (will_close, close()). Checked on urllib3 1.26.5, 2.0.0, 2.6.3, 2.8.0.
     original = raw._original_response
     if original is not None:
         if original.will_close:
@@ -203,7 +203,7 @@ class _CancellableConnectionMixin:
                 **kwargs: Any) -> None:
         # PRIVATE: request() sends the head with one send() (endheaders), then
         # the body with send(); urllib3 2.x takes chunked= here, 1.26 another
-        # method. Checked on urllib3 1.26.8, 1.26.20, 2.8.0; CPython 3.9, 3.11, 3.13.
+        # method. Checked on urllib3 1.26.5, 2.0.0, 2.6.3, 2.8.0; CPython 3.9, 3.11, 3.13.
         self._streamkit_hold = (isinstance(body, bytes) and 0 < len(body) <= COALESCE_MAX
                                 and not kwargs.get("chunked"))
         try:
@@ -237,7 +237,7 @@ class _CancellablePoolMixin:
     another stream, which an old token must not shut down)."""
 
     # PRIVATE: _get_conn(timeout) / _put_conn(conn) are where every pooled
-    # connection passes. Checked on urllib3 1.26.8, 1.26.20, 2.8.0.
+    # connection passes. Checked on urllib3 1.26.5, 2.0.0, 2.6.3, 2.8.0.
     def _get_conn(self, timeout: Optional[float] = None) -> Any:
         conn = super()._get_conn(timeout)  # type: ignore[misc]
         token: Optional[CancelToken] = getattr(ACTIVE, "token", None)
