@@ -2,7 +2,7 @@
 
 A :class:`Client` holds what every request to one server shares: the base
 URL, the wire dialect, timeouts, retry policy, headers and the API key, and
-one :class:`~streamkit._http.Transport` (a connection pool). It validates
+one :class:`~streamkit.transport.Transport` (a connection pool). It validates
 arguments, builds a request record, and hands it to a
 :class:`~streamkit.stream.Stream`, which does the I/O on its own worker
 thread. A Client is thread-safe: its settings never change after
@@ -15,11 +15,11 @@ import threading
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 from . import _json
-from ._http import CancelToken, Transport
 from .config import RetryPolicy, Secret, Timeouts, api_key_from_env, parse_host
 from .errors import ConfigError, ConnectError, ResponseError, ServerStreamError, StreamTimeout
 from .records import ChatRequest, GenerateRequest, Request, ResponseCache, Result
 from .stream import FixedRoute, Route, Stream
+from .transport import CancelToken, Transport
 from .wire import Dialect, get_dialect
 from .wire.lines import LineFramer
 
