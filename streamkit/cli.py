@@ -688,6 +688,8 @@ def _add_bench(sub: Any) -> None:
                      help="--out directories (or their run.json) of earlier runs")
     cmp.add_argument("--out", dest="compare_out", default=None, metavar="PNG",
                      help="also draw the runs' load charts overlaid into this PNG")
+    cmp.add_argument("--force", action="store_true",
+                     help="compare runs whose load shape or token budgets differ (labelled)")
     p.set_defaults(func=_cmd_bench)
 
 
@@ -712,13 +714,23 @@ def _bench_config(args: argparse.Namespace) -> Any:
 
 def _bench_compare(args: argparse.Namespace) -> int:
     from .bench import format_compare, load_run
+    from .bench.compare import mismatches
 
     runs = [(path.rstrip("/\\"), load_run(path)) for path in args.runs]
+    differ = mismatches(runs)
+    if differ and not args.force:
+        raise ConfigError("these runs do not measure the same load: " + "; ".join(differ)
+                          + " (use --force to compare them anyway)")
+    for line in differ:
+        print(f"WARNING: not like for like: {line}")
     print(format_compare(runs))
     if args.compare_out:
         from .bench import plot
         series = [(name, [p["summary"] for p in data["points"]]) for name, data in runs]
-        print(f"chart: {plot.render_compare(series, args.compare_out)}")
+        sub = " · ".join(f"{name}: {data['config'].get('model')} on "
+                         f"{data['environment'].get('host')} {data['started_at'][:10]}"
+                         for name, data in runs)
+        print(f"chart: {plot.render_compare(series, args.compare_out, sub)}")
     return EXIT_OK
 
 

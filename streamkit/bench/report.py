@@ -183,10 +183,11 @@ def run_dict(run: Any) -> Dict[str, Any]:
 
 
 def write_outputs(run: Any, out_dir: str, *, plots: bool = True) -> List[str]:
-    """Write run.json, requests.jsonl, summary.csv (and charts) into ``out_dir``.
+    """Write run.json, requests.jsonl, summary.csv, charts and report.html into ``out_dir``.
 
     Charts need matplotlib (``pip install 'streamkit[plot]'``); without it
-    they are skipped and the returned list says so by their absence.
+    they are skipped (the returned list says so by their absence) and
+    report.html holds the tables and says how to get the charts.
     Returns the paths written. Raises ConfigError when the directory
     cannot be created or written.
     """
@@ -196,11 +197,23 @@ def write_outputs(run: Any, out_dir: str, *, plots: bool = True) -> List[str]:
                  _write_csv(run, out_dir)]
     except OSError as exc:
         raise ConfigError(f"cannot write bench output to {out_dir!r}: {exc}") from exc
+    charts: List[Any] = []
     if plots:
-        from .plot import available, render_run
+        from .plot import available, render_run, run_charts
 
         if available():
-            paths.extend(render_run(run, out_dir))
+            charts = run_charts(run)
+            paths.extend(render_run(run, out_dir, charts))
+    from .html import render_html
+
+    path = os.path.join(out_dir, "report.html")
+    try:
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(render_html(json.loads(json.dumps(run_dict(run), default=str)), charts,
+                                 plots=plots))
+    except OSError as exc:
+        raise ConfigError(f"cannot write bench output to {out_dir!r}: {exc}") from exc
+    paths.append(path)
     return paths
 
 
