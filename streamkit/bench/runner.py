@@ -18,6 +18,7 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
 from ..config import Timeouts
 from ..errors import ConfigError
 from .calibrate import Calibration, calibrate
+from .health import health_warnings, once_per_run
 from .load import ARRIVALS, LoadPlan, RunOutcome, arrival_offsets, run_plan, run_sharded
 from .metrics import NS_PER_MS, PointSummary, RequestRecord, Slo, derive, summarize
 from .target import PromptSpec, Sender, SenderArgs, emulator_process, make_sender
@@ -38,14 +39,6 @@ DEFAULT_NUM_PREDICT = 64
 BUILTIN_TOKENS_PER_SECOND = 50.0
 BUILTIN_FIRST_TOKEN_DELAY = 0.3
 BUILTIN_PARALLEL = 4          # Ollama's usual OLLAMA_NUM_PARALLEL
-# Thresholds of benchmarking.md 5.5.
-DISPATCH_P99_LIMIT_MS = 5.0
-COALESCED_LIMIT = 0.05
-CPU_LIMIT = 0.85
-ACHIEVED_RATE_MIN = 0.95
-LAG_P99_LIMIT_MS = 5.0
-FEW_SAMPLES = 100
-GROWTH_LIMIT_MS = 50.0        # last third vs first third of the schedule
 
 
 @dataclass(frozen=True)
@@ -345,8 +338,8 @@ def run_bench(config: BenchConfig, *,
             pace = (_calibration_pace(config, host, emulator, results) if config.calibrate
                     else (0.0, 0.0))
             result = _run_point(config, host, pace, label, plan, stop, status)
-            if any(_once(w) for p in results for w in p.warnings):
-                result.warnings = [w for w in result.warnings if not _once(w)]
+            if any(once_per_run(w) for p in results for w in p.warnings):
+                result.warnings = [w for w in result.warnings if not once_per_run(w)]
             results.append(result)
             if on_point is not None:
                 on_point(result)
@@ -380,96 +373,3 @@ def _run_point(config: BenchConfig, host: str, pace: Tuple[float, float], label:
     warnings = health_warnings(summary, outcome.records, calibration, plan)
     return PointResult(summary=summary, records=outcome.records, base_ns=outcome.base_ns,
                        calibration=calibration, warnings=warnings)
-
-
-TOKEN_COUNT_WARNING = "server sent no token counts"
-
-
-def _once(warning: str) -> bool:
-    """Warnings about the server itself, given once per run rather than per point."""
-    return warning.startswith(TOKEN_COUNT_WARNING)
-
-
-def token_count_warning(summary: PointSummary) -> Optional[str]:
-    """The warning for a server that did not count its output tokens (None if it did)."""
-    if summary.token_counts == "server":
-        return None
-    some = "" if summary.token_counts == "none" else " for some requests"
-    return (f"{TOKEN_COUNT_WARNING}{some} (no eval_count / usage.completion_tokens; e.g. a "
-            "server that ignores stream_options.include_usage): output tok/s and TPOT are "
-            "n/a; the figures marked 'estimated' count one text chunk as one token, "
-            "which undercounts when a chunk carries several")
-
-
-def health_warnings(summary: PointSummary, records: List[RequestRecord],
-                    calibration: Optional[Calibration], plan: LoadPlan) -> List[str]:
-    """Measurement-health warnings (benchmarking.md 5.5): is the client the bottleneck?"""
-    out: List[str] = []
-    counts = token_count_warning(summary)
-    if counts is not None:
-        out.append(counts)
-    m = summary.metrics
-    dispatch = m["dispatch_ms"].p99
-    if dispatch is not None and dispatch > DISPATCH_P99_LIMIT_MS:
-        out.append(f"client dispatch delay p99 {dispatch:.1f} ms > {DISPATCH_P99_LIMIT_MS:g} ms: "
-                   "the client slips its schedule (shard with --processes N)")
-    if summary.coalesced_frac is not None and summary.coalesced_frac > COALESCED_LIMIT:
-        out.append(f"{summary.coalesced_frac:.0%} of chunks arrived in the same read as the "
-                   "previous one: ICL percentiles are distorted (client too slow, or the "
-                   "server batches chunks)")
-    if summary.client_cpu is not None and summary.client_cpu > CPU_LIMIT:
-        out.append(f"client CPU {summary.client_cpu:.0%} of one core > {CPU_LIMIT:.0%}: "
-                   "the client may be the bottleneck (shard with --processes N)")
-    if calibration is not None and calibration.lag_ms.p99 is not None \
-            and calibration.lag_ms.p99 > LAG_P99_LIMIT_MS:
-        out.append(f"client floor ±{calibration.lag_ms.p99:.1f} ms p99 > "
-                   f"{LAG_P99_LIMIT_MS:g} ms at this load: shard with --processes N")
-    if summary.busy_503:
-        out.append(f"the server refused {summary.busy_503} request(s) with 503 (queue full): "
-                   "lower the load or raise OLLAMA_MAX_QUEUE")
-    out.extend(_saturation_warnings(summary, records, plan))
-    ttft_n = m["ttft_ms"].count
-    if 0 < ttft_n < FEW_SAMPLES:
-        out.append(f"only {ttft_n} samples: p99 is rough (aim for >= 1000 for a stable p99)")
-    return out
-
-
-def _saturation_warnings(summary: PointSummary, records: List[RequestRecord],
-                         plan: LoadPlan) -> List[str]:
-    if not plan.open_loop or plan.rate is None:
-        return []
-    out: List[str] = []
-    achieved = summary.achieved_rate
-    if achieved is not None and achieved < ACHIEVED_RATE_MIN * plan.rate:
-        out.append(f"achieved send rate {achieved:.2f}/s < {ACHIEVED_RATE_MIN:.0%} of the "
-                   f"target {plan.rate:g}/s")
-    m = summary.metrics
-    queue, sched, e2e = m["queue_ms"], m["sched_e2e_ms"], m["e2e_ms"]
-    ttft_growth = _growth_ms([r for r in records if r.ok], "ttft_ms")
-    if ttft_growth is not None and ttft_growth > GROWTH_LIMIT_MS:
-        out.append(f"TTFT grows by {ttft_growth:.0f} ms over the run: the server queues "
-                   "requests (offered rate above its capacity)")
-    if _queue_growing(records) and sched.p50 is not None and e2e.p50 is not None:
-        out.append(f"offered load exceeds capacity: requests waited {queue.p50:.0f} ms p50 "
-                   f"({queue.max:.0f} ms max) before being sent, and the wait grows; "
-                   f"E2E from the scheduled time (p50 {sched.p50:.0f} ms, p99 {sched.p99:.0f} ms) "
-                   f"is what arriving users see, not E2E from send (p50 {e2e.p50:.0f} ms)")
-    return out
-
-
-def _growth_ms(records: List[RequestRecord], metric: str) -> Optional[float]:
-    """Mean of ``metric`` over the last third of the schedule minus the first third's."""
-    values = sorted((r.scheduled_ns, v) for r in records if not r.warmup
-                    for v in (derive(r).get(metric),) if v is not None)
-    if len(values) < 6:
-        return None
-    third = len(values) // 3
-    first = statistics.mean(v for _, v in values[:third])
-    last = statistics.mean(v for _, v in values[-third:])
-    return last - first
-
-
-def _queue_growing(records: List[RequestRecord]) -> bool:
-    """True when the client-side wait clearly grows over the run (a queue building up)."""
-    growth = _growth_ms(records, "queue_ms")
-    return growth is not None and growth > GROWTH_LIMIT_MS
