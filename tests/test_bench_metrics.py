@@ -197,7 +197,8 @@ EXPECTED_COLUMNS = [
     "floor_lag_ms_p50", "floor_lag_ms_p99", "floor_ttft_ms_p50", "warnings",
     # appended for servers that send no token counts (issue 7 follow-up)
     "token_counts", "output_tok_per_s_estimated",
-] + [f"tpot_ms_estimated_{s}" for s in ("count", "mean", "p50", "p90", "p95", "p99", "max")]
+] + [f"tpot_ms_estimated_{s}" for s in ("count", "mean", "p50", "p90", "p95", "p99", "max")
+     ] + ["repeat"]  # appended with --repeat
 
 
 def make_run(ttft: float = 300.0, name: str = "m") -> BenchRun:

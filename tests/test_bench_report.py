@@ -142,3 +142,9 @@ def test_report_html_renders_in_headless_chromium_offline(tmp_path: Any) -> None
     keep = os.environ.get("STREAMKIT_KEEP_SCREENSHOT")
     if keep:
         shutil.copyfile(shot, keep)
+
+
+def test_tick_labels_of_bunched_probe_rates_do_not_overlap() -> None:
+    probes = [2.0, 4.0, 6.0, 7.0, 7.25, 7.5, 8.0]
+    assert plot.spaced_ticks(probes, log=True) == [2.0, 4.0, 6.0, 7.0, 8.0]
+    assert plot.spaced_ticks([1.0, 2.0, 4.0, 8.0, 16.0], log=True) == [1.0, 2.0, 4.0, 8.0, 16.0]

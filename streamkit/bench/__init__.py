@@ -13,17 +13,22 @@ Modules: :mod:`.load` (schedules, closed/open loop, process shards),
 :mod:`.metrics` (records → statistics, the formulas), :mod:`.report`
 (console, files, compare), :mod:`.plot` (charts, optional matplotlib),
 :mod:`.calibrate` (the client's own floor), :mod:`.target` (prompts and the
-send function), :mod:`.runner` (the pipeline).
+send function), :mod:`.runner` (the pipeline), :mod:`.arrival` (schedules),
+:mod:`.workload` (prompt files, token sizing, replay), :mod:`.search` (the
+SLO search), :mod:`.stats` (confidence intervals), :mod:`.health`
+(warnings), :mod:`.html` (report.html), :mod:`.compare` (like-for-like checks).
 """
 
 from __future__ import annotations
 
+from .arrival import arrival_offsets
 from .calibrate import Calibration, calibrate
-from .load import LoadPlan, arrival_offsets
+from .load import LoadPlan
 from .metrics import FORMULAS, Distribution, PointSummary, RequestRecord, Slo, summarize
 from .report import SUMMARY_COLUMNS, format_compare, format_point, load_run, write_outputs
 from .runner import BUILTIN, BenchConfig, BenchRun, PointResult, run_bench
-from .target import PromptSpec, read_prompt_file
+from .target import PromptSpec
+from .workload import read_prompt_file
 
 __all__ = [
     "BUILTIN",

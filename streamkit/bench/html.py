@@ -14,6 +14,7 @@ import html
 from typing import Any, Iterable, List, Mapping, Optional, Sequence
 
 from .plot import MISSING, Chart
+from .stats import CI_FIGURES
 
 __all__ = ["render_html"]
 
@@ -148,24 +149,20 @@ def _repeats(data: Mapping[str, Any]) -> str:
     if not groups:
         return ""
     rows = [[_e(g["label"]), _e(g["n"]),
-             *(_e(_interval(g["intervals"].get(k))) for k in _CI_KEYS)] for g in groups]
+             *(_e(_interval(g["intervals"].get(k), digits))
+               for k, (_, digits) in CI_FIGURES.items())] for g in groups]
     return ("<h2>Repeated points: mean ± 95% confidence interval</h2>"
-            "<p>Student's t over the repeats; CV = standard deviation / mean.</p>"
-            + _table(["point", "runs", *(name for name, _ in _CI_KEYS.values())], rows))
+            "<p>Student's t over the runs; CV = standard deviation / mean.</p>"
+            + _table(["point", "runs", *(label for label, _ in CI_FIGURES.values())], rows))
 
 
-_CI_KEYS = {"req_per_s": ("req/s", 2), "output_tok_per_s": ("output tok/s", 1),
-            "ttft_ms_p50": ("TTFT p50 (ms)", 1), "ttft_ms_p99": ("TTFT p99 (ms)", 1),
-            "tpot_ms_p50": ("TPOT p50 (ms)", 2), "goodput_frac": ("goodput share", 3)}
-
-
-def _interval(ci: Optional[Mapping[str, Any]]) -> str:
+def _interval(ci: Optional[Mapping[str, Any]], digits: int) -> str:
     if not ci:
         return "-"
     if ci.get("half_width") is None:
-        return _num(ci.get("mean"), 2)
+        return _num(ci.get("mean"), digits)
     cv = ci.get("cv")
-    return (f"{ci['mean']:.2f} ± {ci['half_width']:.2f}"
+    return (f"{ci['mean']:.{digits}f} ± {ci['half_width']:.{digits}f}"
             + (f" (CV {cv:.1%})" if isinstance(cv, (int, float)) else ""))
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import math
 import os
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
@@ -205,7 +206,7 @@ def load_axis(ax: Any, xs: Sequence[float], mode: str) -> None:
     else:
         ax.set_xlabel("concurrency (streams)")
         ax.set_xscale("log", base=2)
-    ax.xaxis.set_major_locator(FixedLocator(tested if len(tested) <= 12 else tested[::2]))
+    ax.xaxis.set_major_locator(FixedLocator(spaced_ticks(tested, ax.get_xscale() == "log")))
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
     ax.xaxis.set_minor_locator(NullLocator())
     if len(tested) == 1:
@@ -214,6 +215,22 @@ def load_axis(ax: Any, xs: Sequence[float], mode: str) -> None:
         pad = 1.15 if ax.get_xscale() == "log" else 1.0
         margin = 0.0 if pad > 1 else 0.05 * (tested[-1] - tested[0])
         ax.set_xlim(tested[0] / pad - margin, tested[-1] * pad + margin)
+
+
+def spaced_ticks(values: Sequence[float], log: bool, gap: float = 0.08) -> List[float]:
+    """The tested values to label, at least ``gap`` of the axis apart so labels never
+    overlap (search probes bunch up near the limit); the first and last always stay."""
+    pos = [math.log(v) if log else v for v in values]
+    span = (pos[-1] - pos[0]) or 1.0
+    kept = [0]
+    for i in range(1, len(values)):
+        if (pos[i] - pos[kept[-1]]) / span >= gap:
+            kept.append(i)
+    if kept[-1] != len(values) - 1:
+        if len(kept) > 1 and (pos[-1] - pos[kept[-1]]) / span < gap:
+            kept.pop()
+        kept.append(len(values) - 1)
+    return [values[i] for i in kept]
 
 
 def from_zero(ax: Any) -> None:

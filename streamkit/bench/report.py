@@ -26,6 +26,7 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 from .._version import __version__
 from ..errors import ConfigError, StreamkitError
 from .metrics import FORMULAS, LATENCY_METRICS, NS_PER_MS, Distribution, derive
+from .stats import repeat_intervals
 
 __all__ = [
     "RUN_SCHEMA",
@@ -54,6 +55,7 @@ SUMMARY_COLUMNS: Tuple[str, ...] = (
     # appended later; empty unless the server sent no token counts
     "token_counts", "output_tok_per_s_estimated",
     *(f"tpot_ms_estimated_{s}" for s in _STATS),
+    "repeat",
 )
 NO_COUNTS = "server sent no token counts"
 ESTIMATE_NOTE = "estimated: 1 text chunk counted as 1 token"
@@ -179,6 +181,10 @@ def run_dict(run: Any) -> Dict[str, Any]:
         "points": [{"summary": p.summary.as_dict(),
                     "calibration": p.calibration.as_dict() if p.calibration else None,
                     "warnings": list(p.warnings)} for p in run.points],
+        "repeats": repeat_intervals([p.summary.as_dict() for p in run.points]) or None,
+        "search": run.search.as_dict() if getattr(run, "search", None) else None,
+        "input_tokens": run.input_tokens.as_dict() if getattr(run, "input_tokens", None)
+        else None,
     }
 
 

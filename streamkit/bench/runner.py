@@ -8,6 +8,7 @@ in a :class:`BenchRun`, which :mod:`streamkit.bench.report` writes out.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import statistics
 import threading
@@ -16,12 +17,15 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple, Union
 
 from ..config import Timeouts
-from ..errors import ConfigError
+from ..errors import ConfigError, StreamkitError
+from .arrival import ARRIVALS, arrival_offsets
 from .calibrate import Calibration, calibrate
 from .health import health_warnings, once_per_run
-from .load import ARRIVALS, LoadPlan, RunOutcome, arrival_offsets, run_plan, run_sharded
+from .load import Job, LoadPlan, RunOutcome, run_plan, run_sharded
 from .metrics import NS_PER_MS, PointSummary, RequestRecord, Slo, derive, summarize
+from .search import DEFAULT_MAX_PROBES, DEFAULT_TOLERANCE, MIN_RATE, SearchResult, search_rate
 from .target import PromptSpec, Sender, SenderArgs, emulator_process, make_sender
+from .workload import PromptFit, fit_prompt_words, prompt_size_report
 
 __all__ = [
     "BUILTIN",
@@ -39,6 +43,9 @@ DEFAULT_NUM_PREDICT = 64
 BUILTIN_TOKENS_PER_SECOND = 50.0
 BUILTIN_FIRST_TOKEN_DELAY = 0.3
 BUILTIN_PARALLEL = 4          # Ollama's usual OLLAMA_NUM_PARALLEL
+# A search probe without --requests/--duration: at least this many requests (and 10 s),
+# so a 95% goodput target is judged on more than a handful of requests.
+SEARCH_MIN_REQUESTS = 20
 
 
 @dataclass(frozen=True)
@@ -79,6 +86,16 @@ class BenchConfig:
     timeouts: Timeouts = field(default_factory=Timeouts)
     emulator: Any = None
     emulator_in_process: bool = False
+    repeat: int = 1
+    search: bool = False
+    goodput_target: float = 0.95
+    search_tolerance: float = DEFAULT_TOLERANCE
+    search_max_probes: int = DEFAULT_MAX_PROBES
+    arrival_shape: float = 1.0
+    ramp: bool = False
+    replay: Tuple[Tuple[str, Tuple[int, ...], Tuple[float, ...]], ...] = ()
+    replay_file: Optional[str] = None
+    input_tokens: Optional[int] = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, str) or not self.model:
@@ -101,6 +118,26 @@ class BenchConfig:
             raise ConfigError(f"warmup must be >= 0, got {self.warmup!r}")
         if self.num_predict is not None and self.num_predict < 1:
             raise ConfigError(f"num_predict must be >= 1, got {self.num_predict!r}")
+        self._check_positive("repeat", self.repeat)
+        if not 0 < self.goodput_target <= 1:
+            raise ConfigError(f"goodput target must be in (0, 1], got {self.goodput_target!r}")
+        if self.search and self.slo is None:
+            raise ConfigError("--search needs --slo (e.g. --slo ttft=500,tpot=50): the "
+                              "search looks for the highest rate that meets it")
+        if self.search and len(self.rates) > 1:
+            raise ConfigError("--search takes at most one --rate (where to start)")
+        self._check_workload()
+
+    def _check_workload(self) -> None:
+        if not self.arrival_shape > 0:
+            raise ConfigError(f"the gamma shape must be > 0, got {self.arrival_shape!r}")
+        if self.ramp and (len(self.rates) != 2 or self.search):
+            raise ConfigError("--ramp needs --rate FROM,TO (two rates) and no --search")
+        if self.replay and (self.rates or self.search):
+            raise ConfigError("--replay runs the recorded schedule: no --rate or --search")
+        self._check_positive("input_tokens", self.input_tokens)
+        if self.input_tokens is not None and self.prompts:
+            raise ConfigError("--input-tokens sizes generated prompts: not with a prompt file")
 
     @staticmethod
     def _check_positive(name: str, value: Optional[int]) -> None:
@@ -110,7 +147,7 @@ class BenchConfig:
 
     @property
     def open_loop(self) -> bool:
-        return bool(self.rates)
+        return bool(self.rates) or self.search or bool(self.replay)
 
     def sender_args(self, host: str, pool_size: int) -> SenderArgs:
         options = dict(self.options)
@@ -138,6 +175,10 @@ class BenchConfig:
             "timeouts": {k: getattr(self.timeouts, k)
                          for k in ("connect", "first_token", "idle", "total")},
             "emulator": _emulator_dict(self.emulator) if self.host == BUILTIN else None,
+            "repeat": self.repeat, "search": self.search,
+            "goodput_target": self.goodput_target if self.search else None,
+            "arrival_shape": self.arrival_shape if self.arrival == "gamma" else None,
+            "ramp": self.ramp, "replay": self.replay_file, "input_tokens": self.input_tokens,
         }
 
 
@@ -170,6 +211,8 @@ class BenchRun:
     model_load: Dict[str, Any]
     started_at: str
     duration_s: float
+    search: Optional[SearchResult] = None
+    input_tokens: Optional[PromptFit] = None
 
 
 def builtin_emulator_config(config: BenchConfig) -> Any:
@@ -194,20 +237,56 @@ def _server(config: BenchConfig) -> Iterator[Tuple[str, Any]]:
         yield (url, emulator)
 
 
+def rate_plan(config: BenchConfig, rate: float, index: int = 0,
+              default_requests: int = 10) -> Tuple[str, LoadPlan]:
+    """One open-loop point at ``rate`` (schedule seeded by seed + index), labelled."""
+    count = config.requests
+    if count is None and config.duration is None:
+        count = max(default_requests, math.ceil(rate * 10))
+    offsets = arrival_offsets(rate, config.arrival, count=count, duration=config.duration,
+                              seed=config.seed + index, shape=config.arrival_shape)
+    plan = LoadPlan(rate=rate, max_concurrency=config.max_concurrency,
+                    requests=count, duration=config.duration, offsets=tuple(offsets))
+    return f"rate {rate:.4g}/s", plan
+
+
+def _ramp_plan(config: BenchConfig) -> Tuple[str, LoadPlan]:
+    """One point whose rate goes linearly from the first rate to the second; its
+    ``rate`` is the mean of the two (what the achieved send rate is checked against)."""
+    start, end = config.rates
+    mean = (start + end) / 2
+    count = config.requests
+    if count is None and config.duration is None:
+        count = max(10, math.ceil(mean * 10))
+    offsets = arrival_offsets(start, config.arrival, count=count, duration=config.duration,
+                              seed=config.seed, shape=config.arrival_shape, ramp_to=end)
+    plan = LoadPlan(rate=mean, max_concurrency=config.max_concurrency, requests=count,
+                    duration=config.duration, offsets=tuple(offsets))
+    return f"ramp {start:g}->{end:g}/s", plan
+
+
+def _replay_plans(config: BenchConfig) -> List[Tuple[str, LoadPlan]]:
+    """The recorded schedules, open loop, the same request indices (so the same
+    generated prompts with the same --seed); ``rate`` is the recorded mean rate."""
+    out = []
+    for label, indices, offsets in config.replay:
+        span = offsets[-1] - offsets[0]
+        rate = (len(offsets) - 1) / span if span > 0 else float(len(offsets))
+        out.append((f"replay {label}",
+                    LoadPlan(rate=rate, max_concurrency=config.max_concurrency,
+                             requests=len(offsets), offsets=offsets, indices=indices)))
+    return out
+
+
 def plans(config: BenchConfig) -> List[Tuple[str, LoadPlan]]:
     """The load points of a run, labelled, each with its precomputed schedule."""
-    out: List[Tuple[str, LoadPlan]] = []
+    if config.replay:
+        return _replay_plans(config)
+    if config.ramp:
+        return [_ramp_plan(config)]
     if config.open_loop:
-        for i, rate in enumerate(config.rates):
-            count = config.requests
-            if count is None and config.duration is None:
-                count = max(10, math.ceil(rate * 10))
-            offsets = arrival_offsets(rate, config.arrival, count=count,
-                                      duration=config.duration, seed=config.seed + i)
-            plan = LoadPlan(rate=rate, max_concurrency=config.max_concurrency,
-                            requests=count, duration=config.duration, offsets=tuple(offsets))
-            out.append((f"rate {rate:g}/s", plan))
-        return out
+        return [rate_plan(config, rate, i) for i, rate in enumerate(config.rates)]
+    out: List[Tuple[str, LoadPlan]] = []
     for conc in config.concurrency:
         count = config.requests
         if count is None and config.duration is None:
@@ -333,20 +412,92 @@ def run_bench(config: BenchConfig, *,
         if config.load_model:
             status(f"loading {config.model} ...")
             loaded = load_model(config, host)
+        fit = None
+        if config.input_tokens is not None:
+            status(f"sizing prompts for ~{config.input_tokens} input tokens ...")
+            fit = fit_prompt_words(config.input_tokens, _prompt_counter(config, host))
+            config = replace(config, prompt_words=fit.words)
         results: List[PointResult] = []
-        for label, plan in plans(config):
-            pace = (_calibration_pace(config, host, emulator, results) if config.calibrate
-                    else (0.0, 0.0))
-            result = _run_point(config, host, pace, label, plan, stop, status)
-            if any(once_per_run(w) for p in results for w in p.warnings):
-                result.warnings = [w for w in result.warnings if not once_per_run(w)]
-            results.append(result)
-            if on_point is not None:
-                on_point(result)
-            if stop.is_set():
-                break
+
+        def measure(label: str, plan: LoadPlan) -> List[PointResult]:
+            """Run one point ``config.repeat`` times; report and keep every run."""
+            runs: List[PointResult] = []
+            for k in range(config.repeat):
+                pace = (_calibration_pace(config, host, emulator, results) if config.calibrate
+                        else (0.0, 0.0))
+                tag = f"{label} (run {k + 1}/{config.repeat})" if config.repeat > 1 else label
+                def tagged(msg: str, tag: str = tag) -> None:
+                    status(msg.replace(label, tag, 1))
+
+                result = _run_point(config, host, pace, label, plan, stop, tagged)
+                result.summary.repeat = k
+                if any(once_per_run(w) for p in results for w in p.warnings):
+                    result.warnings = [w for w in result.warnings if not once_per_run(w)]
+                results.append(result)
+                runs.append(result)
+                if on_point is not None:
+                    on_point(result)
+                if stop.is_set():
+                    break
+            return runs
+
+        search = None
+        if config.search:
+            search = _search(config, host, measure, stop, status)
+        else:
+            for label, plan in plans(config):
+                measure(label, plan)
+                if stop.is_set():
+                    break
+    if fit is not None:
+        prompt_size_report(fit, [r.prompt_eval_count for p in results for r in p.records
+                                 if r.ok and not r.warmup])
     return BenchRun(config=config, points=results, environment=env, model_load=loaded,
-                    started_at=started_at, duration_s=time.perf_counter() - t0)
+                    started_at=started_at, duration_s=time.perf_counter() - t0, search=search,
+                    input_tokens=fit)
+
+
+def _prompt_counter(config: BenchConfig, host: str) -> Callable[[int], Optional[int]]:
+    """words -> the server's prompt token count for one generated prompt of that size
+    (one output token; an index of its own, so no prompt cache helps)."""
+    def count(words: int) -> Optional[int]:
+        args = replace(config, prompt_words=words, num_predict=1).sender_args(host, 1)
+        with Sender(args) as sender:
+            now = time.perf_counter_ns()
+            record = sender.send(Job(-1_000_000 - words, now, now, now, warmup=True))
+        if not record.ok:
+            raise StreamkitError(f"sizing prompts: the probe request failed: {record.error}")
+        return record.prompt_eval_count
+    return count
+
+
+def _search(config: BenchConfig, host: str,
+            measure: Callable[[str, LoadPlan], List[PointResult]], stop: threading.Event,
+            status: Callable[[str], None]) -> SearchResult:
+    """The SLO search over open-loop rates, every probe a (repeated) point."""
+    start = config.rates[0] if config.rates else _search_start(config, host)
+    probes = itertools.count()
+
+    def goodput_shares(rate: float) -> List[float]:
+        label, plan = rate_plan(config, rate, next(probes), default_requests=SEARCH_MIN_REQUESTS)
+        status(f"search: probing {rate:.4g} req/s ...")
+        return [r.summary.goodput_frac or 0.0 for r in measure(label, plan)]
+
+    assert config.slo is not None  # validated by BenchConfig
+    return search_rate(goodput_shares, start, goodput_target=config.goodput_target,
+                       slo=config.slo.as_dict(), tolerance=config.search_tolerance,
+                       max_probes=config.search_max_probes, should_stop=stop.is_set)
+
+
+def _search_start(config: BenchConfig, host: str) -> float:
+    """Where the search starts without --rate: what one stream sustains (1 / E2E of a
+    probe request), a rate any server that answers at all should meet."""
+    pace = _probe(config, host)
+    if pace is None:
+        return 1.0
+    tps, ttft_s = pace
+    e2e = ttft_s + (config.num_predict or DEFAULT_NUM_PREDICT) / tps
+    return max(MIN_RATE, round(1.0 / e2e, 3))
 
 
 def _run_point(config: BenchConfig, host: str, pace: Tuple[float, float], label: str,

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-__all__ = ["Interval", "mean_ci", "t_critical"]
+__all__ = ["CI_FIGURES", "Interval", "format_intervals", "mean_ci", "repeat_intervals",
+           "t_critical"]
 
 # Two-sided 95% critical values of Student's t, by degrees of freedom (1..30).
 _T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
@@ -78,3 +79,59 @@ def mean_ci(values: Sequence[float]) -> Interval:
     half = t_critical(n - 1) * sd / math.sqrt(n)
     cv = sd / abs(mean) if mean else None
     return Interval(n=n, mean=mean, half_width=half, low=mean - half, high=mean + half, cv=cv)
+
+
+# Summary figures given with a confidence interval for a repeated point: key -> (label, digits).
+CI_FIGURES: Dict[str, Tuple[str, int]] = {
+    "req_per_s": ("req/s", 2), "output_tok_per_s": ("output tok/s", 1),
+    "ttft_ms_p50": ("TTFT p50 ms", 1), "ttft_ms_p99": ("TTFT p99 ms", 1),
+    "tpot_ms_p50": ("TPOT p50 ms", 2), "goodput_frac": ("goodput share", 3),
+}
+
+
+def _figure(summary: Mapping[str, Any], key: str) -> Optional[float]:
+    if key.endswith(("_p50", "_p99")):
+        metric, stat = key.rsplit("_", 1)
+        value = summary.get("metrics", {}).get(metric, {}).get(stat)
+    else:
+        value = summary.get(key)
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def repeat_intervals(summaries: Sequence[Mapping[str, Any]]) -> List[Dict[str, Any]]:
+    """For every point measured more than once (same label): ``{"label", "n",
+    "intervals": {figure: Interval.as_dict()}}`` over the runs, in first-seen order."""
+    by_label: Dict[str, List[Mapping[str, Any]]] = {}
+    for s in summaries:
+        by_label.setdefault(str(s.get("label")), []).append(s)
+    out = []
+    for label, runs in by_label.items():
+        if len(runs) < 2:
+            continue
+        intervals = {}
+        for key in CI_FIGURES:
+            values = [v for v in (_figure(s, key) for s in runs) if v is not None]
+            if values:
+                intervals[key] = mean_ci(values).as_dict()
+        out.append({"label": label, "n": len(runs), "intervals": intervals})
+    return out
+
+
+def format_intervals(groups: Sequence[Mapping[str, Any]]) -> str:
+    """The console table of :func:`repeat_intervals`: mean ± 95% CI half-width."""
+    head = f"{'point':<18}{'runs':>5}" + "".join(f"{label:>22}" for label, _ in
+                                                 CI_FIGURES.values())
+    lines = ["repeated points: mean ± 95% confidence interval (Student's t)", head]
+    for g in groups:
+        cells = []
+        for key, (_, digits) in CI_FIGURES.items():
+            ci = g["intervals"].get(key)
+            if ci is None:
+                cells.append(f"{'-':>22}")
+                continue
+            text = f"{ci['mean']:.{digits}f}"
+            if ci["half_width"] is not None:
+                text += f" ± {ci['half_width']:.{digits}f}"
+            cells.append(f"{text:>22}")
+        lines.append(f"{g['label']!s:<18}{g['n']:>5}" + "".join(cells))
+    return "\n".join(lines)
