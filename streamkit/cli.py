@@ -650,8 +650,9 @@ def _add_bench_load_arguments(p: argparse.ArgumentParser) -> None:
                       help="stop starting requests after S seconds per point")
     load.add_argument("--warmup", type=int, default=0, metavar="K",
                       help="K requests at the same load first, left out of the statistics")
-    load.add_argument("--processes", type=int, default=1, metavar="N",
-                      help="shard the load over N processes (loads beyond one process)")
+    load.add_argument("--processes", type=int, default=None, metavar="N",
+                      help="shard the load over N processes (default: as many as the load "
+                           "needs, decided per point and printed; 1 forces one)")
     load.add_argument("--seed", type=int, default=0, help="seed for prompts and schedules")
     load.add_argument("--repeat", type=int, default=1, metavar="K",
                       help="run every point K times; report means with a 95%% confidence "

@@ -141,7 +141,13 @@ def _summary_rows(points: Sequence[Mapping[str, Any]]) -> Iterable[List[str]]:
 def _warnings(points: Sequence[Mapping[str, Any]]) -> str:
     items = [f'<div class="warn"><b>{_e(p.get("summary", {}).get("label"))}</b>: {_e(w)}</div>'
              for p in points for w in p.get("warnings", [])]
-    return "".join(items) or "<p>None: the client kept up with every point.</p>"
+    shards = [[_e(p.get("summary", {}).get("label")), _e(s.get("processes")),
+               "auto" if s.get("auto") else "--processes", _e(s.get("reason"))]
+              for p in points for s in (p.get("sharding"),) if s]
+    table = (_table(["point", "client processes", "chosen by", "why"], shards, left=4)
+             if shards else "")
+    return (table + "".join(items)
+            or "<p>No warning: the client kept up with every point.</p>")
 
 
 def _repeats(data: Mapping[str, Any]) -> str:

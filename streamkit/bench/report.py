@@ -180,7 +180,9 @@ def run_dict(run: Any) -> Dict[str, Any]:
         "environment": run.environment, "model_load": run.model_load, "formulas": FORMULAS,
         "points": [{"summary": p.summary.as_dict(),
                     "calibration": p.calibration.as_dict() if p.calibration else None,
-                    "warnings": list(p.warnings)} for p in run.points],
+                    "warnings": list(p.warnings),
+                    "sharding": p.sharding.as_dict() if getattr(p, "sharding", None) else None}
+                   for p in run.points],
         "repeats": repeat_intervals([p.summary.as_dict() for p in run.points]) or None,
         "search": run.search.as_dict() if getattr(run, "search", None) else None,
         "input_tokens": run.input_tokens.as_dict() if getattr(run, "input_tokens", None)
@@ -328,6 +330,9 @@ def format_point(point: Any) -> str:
     lines.append(f"  health: client CPU {cpu} of a core · dispatch delay p50 "
                  f"{_fmt(m['dispatch_ms'].p50, 2)} / p99 {_fmt(m['dispatch_ms'].p99, 2)} ms · "
                  f"coalesced chunks {coalesced}")
+    sharding = getattr(point, "sharding", None)
+    if sharding is not None and (sharding.auto or sharding.processes > 1):
+        lines.append(f"  client: {sharding.sentence()}")
     lines.extend(f"  WARNING: {w}" for w in point.warnings)
     return "\n".join(lines)
 

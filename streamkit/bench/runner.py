@@ -9,22 +9,23 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import math
+import os
 import statistics
 import threading
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
-from ..config import Timeouts
-from ..errors import ConfigError, StreamkitError
-from .arrival import ARRIVALS, arrival_offsets
+from ..errors import StreamkitError
+from .benchconfig import BUILTIN, DEFAULT_NUM_PREDICT, BenchConfig
 from .calibrate import Calibration, calibrate
 from .health import health_warnings, once_per_run
 from .load import Job, LoadPlan, RunOutcome, run_plan, run_sharded
-from .metrics import NS_PER_MS, PointSummary, RequestRecord, Slo, derive, summarize
-from .search import DEFAULT_MAX_PROBES, DEFAULT_TOLERANCE, MIN_RATE, SearchResult, search_rate
-from .target import PromptSpec, Sender, SenderArgs, emulator_process, make_sender
+from .metrics import NS_PER_MS, PointSummary, RequestRecord, derive, summarize
+from .plans import SEARCH_MIN_REQUESTS, plans, rate_plan, streams_of, warmup_plan
+from .search import MIN_RATE, SearchResult, search_rate
+from .sharding import ShardDecision, expected_chunks_per_s, plan_processes, recheck_processes
+from .target import Sender, emulator_process, make_sender
 from .workload import PromptFit, fit_prompt_words, prompt_size_report
 
 __all__ = [
@@ -34,160 +35,14 @@ __all__ = [
     "PointResult",
     "builtin_emulator_config",
     "health_warnings",
+    "plans",
     "run_bench",
 ]
 
-BUILTIN = "builtin"
-DEFAULT_NUM_PREDICT = 64
 # Realistic pacing for `--host builtin`: a small local model on a laptop GPU.
 BUILTIN_TOKENS_PER_SECOND = 50.0
 BUILTIN_FIRST_TOKEN_DELAY = 0.3
 BUILTIN_PARALLEL = 4          # Ollama's usual OLLAMA_NUM_PARALLEL
-# A search probe without --requests/--duration: at least this many requests (and 10 s),
-# so a 95% goodput target is judged on more than a handful of requests.
-SEARCH_MIN_REQUESTS = 20
-
-
-@dataclass(frozen=True)
-class BenchConfig:
-    """What to benchmark and how (validated; frozen; picklable).
-
-    Load: ``concurrency`` (closed loop, one point each) unless ``rates`` is
-    given (open loop, one point each, ``arrival`` constant or poisson,
-    optional ``max_concurrency``). Each point runs ``requests`` requests
-    and/or for ``duration`` seconds; when neither is set, ``max(10, 4 x
-    concurrency)`` requests (closed) or 10 s worth of arrivals (open).
-    ``warmup`` requests run at the same load first and are discarded.
-    ``host="builtin"`` benchmarks an emulator (``emulator``, default: 50
-    tok/s, 300 ms to the first token, 4 slots) started in a child process.
-    """
-
-    model: str
-    host: Optional[str] = None
-    dialect: str = "ollama"
-    concurrency: Tuple[int, ...] = (1,)
-    rates: Tuple[float, ...] = ()
-    arrival: str = "constant"
-    max_concurrency: Optional[int] = None
-    requests: Optional[int] = None
-    duration: Optional[float] = None
-    warmup: int = 0
-    prompts: Tuple[PromptSpec, ...] = ()
-    prompt_file: Optional[str] = None
-    prompt_words: int = 32
-    num_predict: Optional[int] = DEFAULT_NUM_PREDICT
-    options: Mapping[str, Any] = field(default_factory=dict)
-    think: Optional[Union[bool, str]] = None
-    slo: Optional[Slo] = None
-    seed: int = 0
-    processes: int = 1
-    calibrate: bool = True
-    load_model: bool = True
-    timeouts: Timeouts = field(default_factory=Timeouts)
-    emulator: Any = None
-    emulator_in_process: bool = False
-    repeat: int = 1
-    search: bool = False
-    goodput_target: float = 0.95
-    search_tolerance: float = DEFAULT_TOLERANCE
-    search_max_probes: int = DEFAULT_MAX_PROBES
-    arrival_shape: float = 1.0
-    ramp: bool = False
-    replay: Tuple[Tuple[str, Tuple[int, ...], Tuple[float, ...]], ...] = ()
-    replay_file: Optional[str] = None
-    input_tokens: Optional[int] = None
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.model, str) or not self.model:
-            raise ConfigError("bench needs a model name (-m MODEL)")
-        object.__setattr__(self, "concurrency", tuple(self.concurrency))
-        object.__setattr__(self, "rates", tuple(float(r) for r in self.rates))
-        if not self.rates and (not self.concurrency or min(self.concurrency) < 1):
-            raise ConfigError(f"concurrency must be integers >= 1, got {self.concurrency!r}")
-        if any(not r > 0 for r in self.rates):
-            raise ConfigError(f"rate must be > 0 requests/s, got {self.rates!r}")
-        if self.arrival not in ARRIVALS:
-            raise ConfigError(f"arrival must be one of {ARRIVALS}, got {self.arrival!r}")
-        self._check_positive("max_concurrency", self.max_concurrency)
-        self._check_positive("requests", self.requests)
-        self._check_positive("processes", self.processes)
-        self._check_positive("prompt_words", self.prompt_words)
-        if self.duration is not None and not self.duration > 0:
-            raise ConfigError(f"duration must be > 0 seconds, got {self.duration!r}")
-        if self.warmup < 0:
-            raise ConfigError(f"warmup must be >= 0, got {self.warmup!r}")
-        if self.num_predict is not None and self.num_predict < 1:
-            raise ConfigError(f"num_predict must be >= 1, got {self.num_predict!r}")
-        self._check_positive("repeat", self.repeat)
-        if not 0 < self.goodput_target <= 1:
-            raise ConfigError(f"goodput target must be in (0, 1], got {self.goodput_target!r}")
-        if self.search and self.slo is None:
-            raise ConfigError("--search needs --slo (e.g. --slo ttft=500,tpot=50): the "
-                              "search looks for the highest rate that meets it")
-        if self.search and len(self.rates) > 1:
-            raise ConfigError("--search takes at most one --rate (where to start)")
-        self._check_workload()
-
-    def _check_workload(self) -> None:
-        if not self.arrival_shape > 0:
-            raise ConfigError(f"the gamma shape must be > 0, got {self.arrival_shape!r}")
-        if self.ramp and (len(self.rates) != 2 or self.search):
-            raise ConfigError("--ramp needs --rate FROM,TO (two rates) and no --search")
-        if self.replay and (self.rates or self.search):
-            raise ConfigError("--replay runs the recorded schedule: no --rate or --search")
-        self._check_positive("input_tokens", self.input_tokens)
-        if self.input_tokens is not None and self.prompts:
-            raise ConfigError("--input-tokens sizes generated prompts: not with a prompt file")
-
-    @staticmethod
-    def _check_positive(name: str, value: Optional[int]) -> None:
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
-                                  or value < 1):
-            raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
-
-    @property
-    def open_loop(self) -> bool:
-        return bool(self.rates) or self.search or bool(self.replay)
-
-    def sender_args(self, host: str, pool_size: int) -> SenderArgs:
-        options = dict(self.options)
-        if self.num_predict is not None:
-            options["num_predict"] = self.num_predict
-        return SenderArgs(host=host, model=self.model, dialect=self.dialect,
-                          prompts=self.prompts, prompt_words=self.prompt_words,
-                          options=options, think=self.think, timeouts=self.timeouts,
-                          pool_size=pool_size, seed=self.seed)
-
-    def as_dict(self) -> Dict[str, Any]:
-        """The configuration for run.json (prompts summarized, never the API key)."""
-        return {
-            "model": self.model, "host": self.host, "dialect": self.dialect,
-            "mode": "open" if self.open_loop else "closed",
-            "concurrency": list(self.concurrency) if not self.open_loop else None,
-            "rates": list(self.rates) or None, "arrival": self.arrival,
-            "max_concurrency": self.max_concurrency, "requests": self.requests,
-            "duration": self.duration, "warmup": self.warmup,
-            "prompt_file": self.prompt_file, "prompts": len(self.prompts) or None,
-            "prompt_words": None if self.prompts else self.prompt_words,
-            "num_predict": self.num_predict, "options": dict(self.options),
-            "think": self.think, "slo": self.slo.as_dict() if self.slo else None,
-            "seed": self.seed, "processes": self.processes, "calibrate": self.calibrate,
-            "timeouts": {k: getattr(self.timeouts, k)
-                         for k in ("connect", "first_token", "idle", "total")},
-            "emulator": _emulator_dict(self.emulator) if self.host == BUILTIN else None,
-            "repeat": self.repeat, "search": self.search,
-            "goodput_target": self.goodput_target if self.search else None,
-            "arrival_shape": self.arrival_shape if self.arrival == "gamma" else None,
-            "ramp": self.ramp, "replay": self.replay_file, "input_tokens": self.input_tokens,
-        }
-
-
-def _emulator_dict(config: Any) -> Optional[Dict[str, Any]]:
-    if config is None:
-        return None
-    keys = ("tokens_per_second", "first_token_delay", "load_time", "parallel",
-            "tokens_per_chunk", "max_queue")
-    return {k: getattr(config, k) for k in keys if hasattr(config, k)}
 
 
 @dataclass
@@ -199,6 +54,7 @@ class PointResult:
     base_ns: int
     calibration: Optional[Calibration] = None
     warnings: List[str] = field(default_factory=list)
+    sharding: Optional[ShardDecision] = None
 
 
 @dataclass
@@ -237,88 +93,16 @@ def _server(config: BenchConfig) -> Iterator[Tuple[str, Any]]:
         yield (url, emulator)
 
 
-def rate_plan(config: BenchConfig, rate: float, index: int = 0,
-              default_requests: int = 10) -> Tuple[str, LoadPlan]:
-    """One open-loop point at ``rate`` (schedule seeded by seed + index), labelled."""
-    count = config.requests
-    if count is None and config.duration is None:
-        count = max(default_requests, math.ceil(rate * 10))
-    offsets = arrival_offsets(rate, config.arrival, count=count, duration=config.duration,
-                              seed=config.seed + index, shape=config.arrival_shape)
-    plan = LoadPlan(rate=rate, max_concurrency=config.max_concurrency,
-                    requests=count, duration=config.duration, offsets=tuple(offsets))
-    return f"rate {rate:.4g}/s", plan
-
-
-def _ramp_plan(config: BenchConfig) -> Tuple[str, LoadPlan]:
-    """One point whose rate goes linearly from the first rate to the second; its
-    ``rate`` is the mean of the two (what the achieved send rate is checked against)."""
-    start, end = config.rates
-    mean = (start + end) / 2
-    count = config.requests
-    if count is None and config.duration is None:
-        count = max(10, math.ceil(mean * 10))
-    offsets = arrival_offsets(start, config.arrival, count=count, duration=config.duration,
-                              seed=config.seed, shape=config.arrival_shape, ramp_to=end)
-    plan = LoadPlan(rate=mean, max_concurrency=config.max_concurrency, requests=count,
-                    duration=config.duration, offsets=tuple(offsets))
-    return f"ramp {start:g}->{end:g}/s", plan
-
-
-def _replay_plans(config: BenchConfig) -> List[Tuple[str, LoadPlan]]:
-    """The recorded schedules, open loop, the same request indices (so the same
-    generated prompts with the same --seed); ``rate`` is the recorded mean rate."""
-    out = []
-    for label, indices, offsets in config.replay:
-        span = offsets[-1] - offsets[0]
-        rate = (len(offsets) - 1) / span if span > 0 else float(len(offsets))
-        out.append((f"replay {label}",
-                    LoadPlan(rate=rate, max_concurrency=config.max_concurrency,
-                             requests=len(offsets), offsets=offsets, indices=indices)))
-    return out
-
-
-def plans(config: BenchConfig) -> List[Tuple[str, LoadPlan]]:
-    """The load points of a run, labelled, each with its precomputed schedule."""
-    if config.replay:
-        return _replay_plans(config)
-    if config.ramp:
-        return [_ramp_plan(config)]
-    if config.open_loop:
-        return [rate_plan(config, rate, i) for i, rate in enumerate(config.rates)]
-    out: List[Tuple[str, LoadPlan]] = []
-    for conc in config.concurrency:
-        count = config.requests
-        if count is None and config.duration is None:
-            count = max(10, 4 * conc)
-        out.append((f"concurrency {conc}",
-                    LoadPlan(concurrency=conc, requests=count, duration=config.duration)))
-    return out
-
-
-def _streams(plan: LoadPlan) -> int:
-    if plan.open_loop:
-        return plan.max_concurrency or min(len(plan.offsets), 512)
-    return plan.concurrency
-
-
-def _warmup_plan(plan: LoadPlan, count: int) -> LoadPlan:
-    if plan.open_loop:
-        return replace(plan, offsets=plan.offsets[:count], indices=(),
-                       first_index=-count, warmup=True)
-    return replace(plan, requests=count, duration=None, first_index=-count, warmup=True)
-
-
 def _measure(config: BenchConfig, host: str, plan: LoadPlan, warmup: Optional[LoadPlan],
-             stop: threading.Event) -> RunOutcome:
+             stop: threading.Event, processes: int) -> RunOutcome:
     """Warm-up then the measured plan on the same connections (or in each shard).
 
     The returned records hold both phases (warm-up flagged); ``base_ns`` is
     the measured phase's schedule zero.
     """
-    args = config.sender_args(host, _streams(plan))
-    if config.processes > 1:
-        return run_sharded(make_sender, args, plan, config.processes, warmup=warmup)
+    args = config.sender_args(host, streams_of(plan))
+    if processes > 1:
+        return run_sharded(make_sender, args, plan, processes, warmup=warmup)
     with Sender(args) as sender:
         try:
             warm = run_plan(sender.send, warmup, stop=stop).records if warmup else []
@@ -423,13 +207,19 @@ def run_bench(config: BenchConfig, *,
             """Run one point ``config.repeat`` times; report and keep every run."""
             runs: List[PointResult] = []
             for k in range(config.repeat):
-                pace = (_calibration_pace(config, host, emulator, results) if config.calibrate
-                        else (0.0, 0.0))
+                pace = (_calibration_pace(config, host, emulator, results)
+                        if config.calibrate or config.processes is None else (0.0, 0.0))
+                if emulator is not None:  # the built-in server's own pace (0: unpaced)
+                    pace_for_shards = (float(emulator.tokens_per_second),
+                                       float(emulator.first_token_delay))
+                else:
+                    pace_for_shards = pace
                 tag = f"{label} (run {k + 1}/{config.repeat})" if config.repeat > 1 else label
                 def tagged(msg: str, tag: str = tag) -> None:
                     status(msg.replace(label, tag, 1))
 
-                result = _run_point(config, host, pace, label, plan, stop, tagged)
+                result = _run_point(config, host, (pace, pace_for_shards), label, plan, stop,
+                                    tagged)
                 result.summary.repeat = k
                 if any(once_per_run(w) for p in results for w in p.warnings):
                     result.warnings = [w for w in result.warnings if not once_per_run(w)]
@@ -500,27 +290,62 @@ def _search_start(config: BenchConfig, host: str) -> float:
     return max(MIN_RATE, round(1.0 / e2e, 3))
 
 
-def _run_point(config: BenchConfig, host: str, pace: Tuple[float, float], label: str,
+def _shard_plan(config: BenchConfig, pace: Tuple[float, float], plan: LoadPlan
+                ) -> ShardDecision:
+    """How many processes the point needs before it runs (see :mod:`.sharding`)."""
+    tps, delay = pace
+    chunks = expected_chunks_per_s(streams=streams_of(plan), tokens_per_second=tps,
+                                   first_token_s=delay, rate=plan.rate,
+                                   tokens_per_request=config.num_predict or DEFAULT_NUM_PREDICT)
+    return plan_processes(config.processes, streams=streams_of(plan), chunks_per_s=chunks,
+                          cpus=os.cpu_count() or 1)
+
+
+def _calibrated(config: BenchConfig, pace: Tuple[float, float], label: str, plan: LoadPlan,
+                decision: ShardDecision, status: Callable[[str], None]
+                ) -> Tuple[Calibration, ShardDecision]:
+    """The floor at this load; re-measured with more processes when it shows the client
+    as the bottleneck and the process count is automatic."""
+    tps, delay = pace
+    while True:
+        status(f"{label}: calibrating the client floor at this load ({tps:.0f} tok/s, "
+               f"{delay * 1000:.0f} ms to the first token, {decision.processes} "
+               f"process{'es' if decision.processes > 1 else ''}) ...")
+        calibration = calibrate(plan, tokens_per_second=tps, first_token_delay=delay,
+                                processes=decision.processes, timeouts=config.timeouts,
+                                in_process=config.emulator_in_process)
+        more = recheck_processes(decision, client_cpu=calibration.client_cpu,
+                                 lag_p99_ms=calibration.lag_ms.p99,
+                                 coalesced_frac=calibration.coalesced_frac,
+                                 cpus=os.cpu_count() or 1)
+        if more is None:
+            return calibration, decision
+        decision = more
+        status(f"{label}: {decision.sentence()}")
+
+
+def _run_point(config: BenchConfig, host: str,
+               paces: Tuple[Tuple[float, float], Tuple[float, float]], label: str,
                plan: LoadPlan, stop: threading.Event,
                status: Callable[[str], None]) -> PointResult:
+    """Shard decision, calibration, warm-up, measurement and health of one point.
+    ``paces``: (tokens/s, first-token s) to calibrate at, and to size the shards by."""
+    pace, pace_for_shards = paces
+    decision = _shard_plan(config, pace_for_shards, plan)
+    status(f"{label}: {decision.sentence()}")
     calibration = None
     if config.calibrate:
-        tps, delay = pace
-        status(f"{label}: calibrating the client floor at this load ({tps:.0f} tok/s, "
-               f"{delay * 1000:.0f} ms to the first token) ...")
-        calibration = calibrate(plan, tokens_per_second=tps, first_token_delay=delay,
-                                processes=config.processes,
-                                timeouts=config.timeouts, in_process=config.emulator_in_process)
-    warmup = _warmup_plan(plan, config.warmup) if config.warmup else None
+        calibration, decision = _calibrated(config, pace, label, plan, decision, status)
+    warmup = warmup_plan(plan, config.warmup) if config.warmup else None
     status(f"{label}: measuring" + (f" after {config.warmup} warm-up requests" if warmup else "")
            + " ...")
-    outcome = _measure(config, host, plan, warmup, stop)
+    outcome = _measure(config, host, plan, warmup, stop, decision.processes)
     summary = summarize(outcome.records, label=label,
                         mode="open" if plan.open_loop else "closed",
                         concurrency=None if plan.open_loop else plan.concurrency,
                         rate=plan.rate, base_ns=outcome.base_ns, slo=config.slo,
                         client_cpu=max(outcome.cpu_share) if outcome.cpu_share else None,
-                        processes=config.processes)
+                        processes=decision.processes)
     warnings = health_warnings(summary, outcome.records, calibration, plan)
     return PointResult(summary=summary, records=outcome.records, base_ns=outcome.base_ns,
-                       calibration=calibration, warnings=warnings)
+                       calibration=calibration, warnings=warnings, sharding=decision)
