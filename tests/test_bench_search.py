@@ -141,6 +141,7 @@ def test_search_finds_the_emulators_limit_within_10_percent(tmp_path: Any) -> No
     data = json.loads((tmp_path / "run.json").read_text())
     assert data["search"]["max_rate"] == pytest.approx(found)
     assert [p["rate"] for p in data["search"]["probes"]] == [p.rate for p in run.search.probes]
+    assert f"{found:.2f} req/s" in (tmp_path / "report.html").read_text(encoding="utf-8")
 
 
 def test_repeat_runs_each_point_k_times_and_reports_an_interval(tmp_path: Any) -> None:
@@ -157,3 +158,5 @@ def test_repeat_runs_each_point_k_times_and_reports_an_interval(tmp_path: Any) -
     ttft = groups["concurrency 1"]["intervals"]["ttft_ms_p50"]
     assert groups["concurrency 1"]["n"] == 3
     assert ttft["low"] <= ttft["mean"] <= ttft["high"] and ttft["half_width"] > 0
+    html = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "95% confidence interval" in html and "concurrency 1 #3" in html

@@ -23,11 +23,17 @@ class BenchConfig:
     """What to benchmark and how (validated; frozen; picklable).
 
     Load: ``concurrency`` (closed loop, one point each) unless ``rates`` is
-    given (open loop, one point each, ``arrival`` constant or poisson,
-    optional ``max_concurrency``). Each point runs ``requests`` requests
-    and/or for ``duration`` seconds; when neither is set, ``max(10, 4 x
-    concurrency)`` requests (closed) or 10 s worth of arrivals (open).
-    ``warmup`` requests run at the same load first and are discarded.
+    given (open loop, one point each, ``arrival`` constant, poisson or gamma
+    with ``arrival_shape``, optional ``max_concurrency``; ``ramp``: one point
+    rising from ``rates[0]`` to ``rates[1]``), ``replay`` holds recorded
+    schedules (:func:`~.workload.read_replay`), or ``search`` looks for the
+    highest rate meeting ``slo`` for ``goodput_target`` of the requests.
+    Each point runs ``requests`` requests and/or for ``duration`` seconds;
+    when neither is set, ``max(10, 4 x concurrency)`` requests (closed) or
+    10 s worth of arrivals (open), ``repeat`` times. ``warmup`` requests run
+    at the same load first and are discarded. ``input_tokens`` sizes the
+    generated prompts in tokens. ``processes`` None shards each point as its
+    load needs (:mod:`.sharding`); an integer forces that many.
     ``host="builtin"`` benchmarks an emulator (``emulator``, default: 50
     tok/s, 300 ms to the first token, 4 slots) started in a child process.
     """

@@ -4,7 +4,10 @@ File formats (stable; ``summary.csv`` columns are :data:`SUMMARY_COLUMNS`):
 
 - ``run.json``: ``{"schema", "streamkit", "started_at", "duration_s",
   "config", "environment", "model_load", "formulas", "points": [{"summary",
-  "calibration", "warnings"}]}``.
+  "calibration", "warnings", "sharding"}], "repeats", "search",
+  "input_tokens"}`` (the last three null unless ``--repeat``, ``--search``,
+  ``--input-tokens``).
+- ``report.html``: all of it in one self-contained page (:mod:`.html`).
 - ``requests.jsonl``: one object per request (warm-up included, flagged):
   stamps in ms from the point's schedule zero, derived metrics, server
   counts, errors, and ``chunk_ms`` (text-chunk arrivals in ms after ``sent``).

@@ -13,8 +13,9 @@ on one shared schedule, the way ``--processes N`` does:
    :data:`STREAMS_PER_PROCESS` streams, at most one per CPU.
 2. :func:`recheck_processes`, after the calibration at that load: when the
    client itself was the bottleneck there (its CPU saturated, or its
-   timestamps lagged while chunks coalesced), double the processes (still
-   at most one per CPU) and calibrate again.
+   timestamps lagged while chunks coalesced and it was busy: lag with an idle
+   client is another process's doing), double the processes (still at most
+   one per CPU) and calibrate again.
 
 An explicit ``processes`` (``--processes N``, 1 included) is never changed.
 """
@@ -34,6 +35,9 @@ STREAMS_PER_PROCESS = 128     # 256 streams in one process was not reproducible
 CPU_LIMIT = 0.85
 LAG_P99_LIMIT_MS = 5.0
 COALESCED_LIMIT = 0.05
+# Lag with a nearly idle client is a busy machine (other processes), which more
+# client processes would not fix: lag counts only when the client works this hard.
+BUSY_CLIENT_CPU = 0.5
 
 
 @dataclass(frozen=True)
@@ -82,15 +86,16 @@ def plan_processes(requested: Optional[int], *, streams: int,
     by_streams = math.ceil(streams / STREAMS_PER_PROCESS)
     wanted = max(1, by_chunks, by_streams)
     cap = max(1, cpus)
-    load = (f"{streams} streams" + (f", ~{chunks_per_s:,.0f} chunks/s" if chunks_per_s else ""))
-    limits = (f"one process keeps up with ~{CHUNKS_PER_PROCESS:,.0f} chunks/s and "
-              f"{STREAMS_PER_PROCESS} streams")
+    load = (f"{streams} stream{'s' if streams != 1 else ''}"
+            + (f", ~{chunks_per_s:,.0f} chunks/s" if chunks_per_s else ""))
+    each = (f"each process keeps up with ~{CHUNKS_PER_PROCESS:,.0f} chunks/s and "
+            f"{STREAMS_PER_PROCESS} streams")
     if wanted == 1:
-        return ShardDecision(1, True, f"{load} fit in one process ({limits})")
+        return ShardDecision(1, True, f"{load}: one process is enough; {each}")
     if wanted > cap:
-        return ShardDecision(cap, True, f"{load} would need {wanted} ({limits}); "
+        return ShardDecision(cap, True, f"{load} would need {wanted} processes; {each}; "
                                         f"capped at {cap} CPU{'s' if cap > 1 else ''}")
-    return ShardDecision(wanted, True, f"{load}; {limits}")
+    return ShardDecision(wanted, True, f"{load}; {each}")
 
 
 def recheck_processes(decision: ShardDecision, *, client_cpu: Optional[float],
@@ -102,7 +107,8 @@ def recheck_processes(decision: ShardDecision, *, client_cpu: Optional[float],
         return None
     busy = client_cpu is not None and client_cpu > CPU_LIMIT
     lagging = (lag_p99_ms is not None and lag_p99_ms > LAG_P99_LIMIT_MS
-               and coalesced_frac is not None and coalesced_frac > COALESCED_LIMIT)
+               and coalesced_frac is not None and coalesced_frac > COALESCED_LIMIT
+               and client_cpu is not None and client_cpu >= BUSY_CLIENT_CPU)
     if not (busy or lagging):
         return None
     why = (f"client CPU {client_cpu:.0%} of a core" if busy and client_cpu is not None
