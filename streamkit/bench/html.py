@@ -26,7 +26,7 @@ border-bottom:1px solid #ddd;padding-bottom:4px}
 .sub{color:#555;margin:0 0 16px}
 table{border-collapse:collapse;margin:6px 0 12px;font-size:12.5px;font-variant-numeric:tabular-nums}
 th,td{border:1px solid #ddd;padding:3px 6px;text-align:right;white-space:nowrap}
-th{background:#f3f4f6}td.l,th.l{text-align:left}
+th{background:#f3f4f6;white-space:normal;vertical-align:bottom}td.l,th.l{text-align:left}
 table.meta td{text-align:left;white-space:normal}
 .warn{background:#fff4e5;border-left:4px solid #f0a020;padding:6px 10px;margin:4px 0}
 .note{background:#eef4ff;border-left:4px solid #4a7bd0;padding:6px 10px;margin:8px 0}
@@ -54,7 +54,8 @@ def _table(head: Sequence[str], rows: Iterable[Sequence[str]], left: int = 1,
     body = "".join("<tr>" + "".join(f'<td class="l">{c}</td>' if i < left else f"<td>{c}</td>"
                                      for i, c in enumerate(row)) + "</tr>" for row in rows)
     attr = f' class="{cls}"' if cls else ""
-    return f'<div class="scroll"><table{attr}><tr>{th}</tr>{body}</table></div>'
+    header = f"<tr>{th}</tr>" if any(head) else ""
+    return f'<div class="scroll"><table{attr}>{header}{body}</table></div>'
 
 
 def _metric(summary: Mapping[str, Any], metric: str, stat: str) -> str:
@@ -136,6 +137,14 @@ def _summary_rows(points: Sequence[Mapping[str, Any]]) -> Iterable[List[str]]:
                                       for q in ("p50", "p90", "p99")),
                _metric(s, "e2e_ms", "p50"), _metric(s, "e2e_ms", "p99"),
                _metric(s, "sched_e2e_ms", "p99"), _e(_floor(p)), _e(s.get("processes"))]
+
+
+def _summary(points: Sequence[Mapping[str, Any]]) -> str:
+    rows = list(_summary_rows(points))
+    estimated = any(cell.startswith("~") for row in rows for cell in row)
+    return _table(list(_SUMMARY_HEAD), rows) + (
+        "<p>~ marks an estimate from text chunks (the server sent no token counts).</p>"
+        if estimated else "")
 
 
 def _warnings(points: Sequence[Mapping[str, Any]]) -> str:
@@ -225,8 +234,7 @@ def render_html(data: Mapping[str, Any], charts: Sequence[Chart], *, plots: bool
         f"<h1>{_e(title)}</h1><p class=\"sub\">{_e(data.get('started_at'))} · "
         f"{_e(_load_text(config))}</p>",
         _meta(data), "<h2>Summary (latencies in ms)</h2>",
-        _table(list(_SUMMARY_HEAD), _summary_rows(points)),
-        "<p>~ marks an estimate from text chunks (the server sent no token counts).</p>",
+        _summary(points),
         _repeats(data), _search(data), _input_tokens(data),
         "<h2>Measurement health</h2>", _warnings(points),
         "<h2>Charts</h2>", _charts(charts, plots), "<h2>Definitions</h2>", _formulas(data),

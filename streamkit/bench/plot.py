@@ -206,8 +206,10 @@ def load_axis(ax: Any, xs: Sequence[float], mode: str) -> None:
     else:
         ax.set_xlabel("concurrency (streams)")
         ax.set_xscale("log", base=2)
-    ax.xaxis.set_major_locator(FixedLocator(spaced_ticks(tested, ax.get_xscale() == "log")))
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
+    longest = max(len(tick_label(v)) for v in tested)
+    ax.xaxis.set_major_locator(FixedLocator(
+        spaced_ticks(tested, ax.get_xscale() == "log", gap=max(0.08, 0.03 * longest))))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: tick_label(v)))
     ax.xaxis.set_minor_locator(NullLocator())
     if len(tested) == 1:
         ax.set_xlim(tested[0] / 1.5, tested[0] * 1.5)
@@ -215,6 +217,11 @@ def load_axis(ax: Any, xs: Sequence[float], mode: str) -> None:
         pad = 1.15 if ax.get_xscale() == "log" else 1.0
         margin = 0.0 if pad > 1 else 0.05 * (tested[-1] - tested[0])
         ax.set_xlim(tested[0] / pad - margin, tested[-1] * pad + margin)
+
+
+def tick_label(value: float) -> str:
+    """A tested load as a tick label: integers as such, rates to 3 significant digits."""
+    return f"{value:.3g}"
 
 
 def spaced_ticks(values: Sequence[float], log: bool, gap: float = 0.08) -> List[float]:

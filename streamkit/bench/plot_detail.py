@@ -170,8 +170,10 @@ def search_chart(search: Mapping[str, Any], sub: str) -> Chart:
             ax.scatter([p["rate"] for p in chosen], [100 * p["goodput_frac"] for p in chosen],
                        color=color, marker=marker, s=40, zorder=3, label=label)
     for order, p in enumerate(probes, 1):
+        # above and below in turn: bisection puts the last probes close together
         ax.annotate(f"#{order}", (p["rate"], 100 * p["goodput_frac"]),
-                    textcoords="offset points", xytext=(4, 4), fontsize=7, color="0.3")
+                    textcoords="offset points", xytext=(4, 5 if order % 2 else -12),
+                    fontsize=7, color="0.3")
     target = 100 * float(search.get("goodput_target", 0.95))
     ax.axhline(target, color="0.3", linestyle="--", linewidth=1,
                label=f"target {target:g}% meet the SLO")

@@ -287,7 +287,7 @@ def _search_start(config: BenchConfig, host: str) -> float:
         return 1.0
     tps, ttft_s = pace
     e2e = ttft_s + (config.num_predict or DEFAULT_NUM_PREDICT) / tps
-    return max(MIN_RATE, round(1.0 / e2e, 3))
+    return max(MIN_RATE, float(f"{1.0 / e2e:.2g}"))  # two digits: readable probe rates
 
 
 def _shard_plan(config: BenchConfig, pace: Tuple[float, float], plan: LoadPlan
