@@ -27,8 +27,11 @@ from .load import LoadPlan
 from .metrics import FORMULAS, Distribution, PointSummary, RequestRecord, Slo, summarize
 from .report import SUMMARY_COLUMNS, format_compare, format_point, load_run, write_outputs
 from .runner import BUILTIN, BenchConfig, BenchRun, PointResult, run_bench
+from .search import Probe, SearchResult
+from .sharding import ShardDecision
+from .stats import Interval, mean_ci
 from .target import PromptSpec
-from .workload import read_prompt_file
+from .workload import PromptFit, read_prompt_file, read_replay
 
 __all__ = [
     "BUILTIN",
@@ -38,18 +41,25 @@ __all__ = [
     "BenchRun",
     "Calibration",
     "Distribution",
+    "Interval",
     "LoadPlan",
     "PointResult",
     "PointSummary",
+    "Probe",
+    "PromptFit",
     "PromptSpec",
     "RequestRecord",
+    "SearchResult",
+    "ShardDecision",
     "Slo",
     "arrival_offsets",
     "calibrate",
     "format_compare",
     "format_point",
     "load_run",
+    "mean_ci",
     "read_prompt_file",
+    "read_replay",
     "run_bench",
     "summarize",
     "write_outputs",

@@ -169,10 +169,11 @@ def search_chart(search: Mapping[str, Any], sub: str) -> Chart:
         if chosen:
             ax.scatter([p["rate"] for p in chosen], [100 * p["goodput_frac"] for p in chosen],
                        color=color, marker=marker, s=40, zorder=3, label=label)
-    for order, p in enumerate(probes, 1):
-        # above and below in turn: bisection puts the last probes close together
-        ax.annotate(f"#{order}", (p["rate"], 100 * p["goodput_frac"]),
-                    textcoords="offset points", xytext=(4, 5 if order % 2 else -12),
+    by_rate = sorted(range(len(probes)), key=lambda i: probes[i]["rate"])
+    for rank, i in enumerate(by_rate):
+        # neighbours on the rate axis alternate above and below: bisection bunches them
+        ax.annotate(f"#{i + 1}", (probes[i]["rate"], 100 * probes[i]["goodput_frac"]),
+                    textcoords="offset points", xytext=(4, 5 if rank % 2 else -12),
                     fontsize=7, color="0.3")
     target = 100 * float(search.get("goodput_target", 0.95))
     ax.axhline(target, color="0.3", linestyle="--", linewidth=1,
