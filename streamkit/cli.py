@@ -697,7 +697,8 @@ def _add_bench(sub: Any) -> None:
     out.add_argument("--slo", default=None, metavar="ttft=MS,tpot=MS,e2e=MS",
                      help="report goodput: requests meeting every given objective")
     out.add_argument("--out", default=None, metavar="DIR",
-                     help="write run.json, requests.jsonl, summary.csv and charts here")
+                     help="write run.json, requests.jsonl, summary.csv, charts and a "
+                          "self-contained report.html here")
     out.add_argument("--no-plot", action="store_true", help="no PNG charts with --out")
     out.add_argument("--no-calibrate", action="store_true",
                      help="skip measuring the client's floor against the built-in emulator")
@@ -715,8 +716,7 @@ def _add_bench(sub: Any) -> None:
 
 
 def _bench_config(args: argparse.Namespace) -> Any:
-    from .bench import BenchConfig, Slo, read_prompt_file
-    from .bench.workload import read_replay
+    from .bench import BenchConfig, Slo, read_prompt_file, read_replay
 
     model = args.model or ("demo" if args.host == BUILTIN_HOST else None)
     if model is None:
