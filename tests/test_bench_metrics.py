@@ -197,7 +197,8 @@ EXPECTED_COLUMNS = [
     "floor_lag_ms_p50", "floor_lag_ms_p99", "floor_ttft_ms_p50", "warnings",
     # appended for servers that send no token counts (issue 7 follow-up)
     "token_counts", "output_tok_per_s_estimated",
-] + [f"tpot_ms_estimated_{s}" for s in ("count", "mean", "p50", "p90", "p95", "p99", "max")]
+] + [f"tpot_ms_estimated_{s}" for s in ("count", "mean", "p50", "p90", "p95", "p99", "max")
+     ] + ["repeat"]  # appended with --repeat
 
 
 def make_run(ttft: float = 300.0, name: str = "m") -> BenchRun:
@@ -230,8 +231,8 @@ def test_summary_csv_columns_are_stable(tmp_path: object) -> None:
 def test_run_json_and_requests_jsonl(tmp_path: object) -> None:
     out = str(tmp_path)
     paths = report.write_outputs(make_run(), out, plots=False)
-    assert sorted(p.rsplit("/", 1)[1] for p in paths) == ["requests.jsonl", "run.json",
-                                                          "summary.csv"]
+    assert sorted(p.rsplit("/", 1)[1] for p in paths) == ["report.html", "requests.jsonl",
+                                                          "run.json", "summary.csv"]
     data = report.load_run(out)
     assert data["schema"] == report.RUN_SCHEMA
     assert "tpot_ms" in data["formulas"] and data["config"]["model"] == "m"
@@ -272,10 +273,12 @@ def test_png_charts_render(tmp_path: object) -> None:
     pytest.importorskip("matplotlib")
     out = str(tmp_path)
     paths = report.write_outputs(make_run(), out)
-    pngs = [p for p in paths if p.endswith(".png")]
-    assert len(pngs) == 3
-    for path in pngs:
-        with open(path, "rb") as fh:
+    pngs = sorted(p.rsplit("/", 1)[1] for p in paths if p.endswith(".png"))
+    # one timeline per point, not only the last
+    assert pngs == ["ecdf.png", "latency-throughput.png", "load.png",
+                    "timeline-concurrency-1.png", "timeline-concurrency-4.png"]
+    for name in pngs:
+        with open(f"{out}/{name}", "rb") as fh:
             assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
@@ -384,4 +387,4 @@ def test_charts_of_a_run_without_token_counts_warn_nothing(tmp_path: Any) -> Non
     with warnings.catch_warnings():
         warnings.filterwarnings("error", message=".*[Nn]o artists")
         paths = report.write_outputs(make_uncounted_run(), str(tmp_path))
-    assert len([p for p in paths if p.endswith(".png")]) == 3
+    assert len([p for p in paths if p.endswith(".png")]) == 5

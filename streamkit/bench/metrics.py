@@ -348,6 +348,7 @@ class PointSummary:
     metrics: Dict[str, Distribution] = field(default_factory=dict)
     token_counts: str = "server"
     output_tok_per_s_estimated: Optional[float] = None
+    repeat: int = 0  # which run of a repeated point (--repeat), from 0
 
     def as_dict(self) -> Dict[str, Any]:
         return asdict(self)

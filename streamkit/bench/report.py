@@ -4,7 +4,10 @@ File formats (stable; ``summary.csv`` columns are :data:`SUMMARY_COLUMNS`):
 
 - ``run.json``: ``{"schema", "streamkit", "started_at", "duration_s",
   "config", "environment", "model_load", "formulas", "points": [{"summary",
-  "calibration", "warnings"}]}``.
+  "calibration", "warnings", "sharding"}], "repeats", "search",
+  "input_tokens"}`` (the last three null unless ``--repeat``, ``--search``,
+  ``--input-tokens``).
+- ``report.html``: all of it in one self-contained page (:mod:`.html`).
 - ``requests.jsonl``: one object per request (warm-up included, flagged):
   stamps in ms from the point's schedule zero, derived metrics, server
   counts, errors, and ``chunk_ms`` (text-chunk arrivals in ms after ``sent``).
@@ -27,6 +30,7 @@ from .._version import __version__
 from ..errors import ConfigError, StreamkitError
 from ..records import TIMING_STAMPS
 from .metrics import FORMULAS, LATENCY_METRICS, NS_PER_MS, Distribution, derive
+from .stats import repeat_intervals
 
 __all__ = [
     "RUN_SCHEMA",
@@ -55,6 +59,7 @@ SUMMARY_COLUMNS: Tuple[str, ...] = (
     # appended later; empty unless the server sent no token counts
     "token_counts", "output_tok_per_s_estimated",
     *(f"tpot_ms_estimated_{s}" for s in _STATS),
+    "repeat",
 )
 NO_COUNTS = "server sent no token counts"
 ESTIMATE_NOTE = "estimated: 1 text chunk counted as 1 token"
@@ -177,15 +182,22 @@ def run_dict(run: Any) -> Dict[str, Any]:
         "environment": run.environment, "model_load": run.model_load, "formulas": FORMULAS,
         "points": [{"summary": p.summary.as_dict(),
                     "calibration": p.calibration.as_dict() if p.calibration else None,
-                    "warnings": list(p.warnings)} for p in run.points],
+                    "warnings": list(p.warnings),
+                    "sharding": p.sharding.as_dict() if getattr(p, "sharding", None) else None}
+                   for p in run.points],
+        "repeats": repeat_intervals([p.summary.as_dict() for p in run.points]) or None,
+        "search": run.search.as_dict() if getattr(run, "search", None) else None,
+        "input_tokens": run.input_tokens.as_dict() if getattr(run, "input_tokens", None)
+        else None,
     }
 
 
 def write_outputs(run: Any, out_dir: str, *, plots: bool = True) -> List[str]:
-    """Write run.json, requests.jsonl, summary.csv (and charts) into ``out_dir``.
+    """Write run.json, requests.jsonl, summary.csv, charts and report.html into ``out_dir``.
 
     Charts need matplotlib (``pip install 'streamkit[plot]'``); without it
-    they are skipped and the returned list says so by their absence.
+    they are skipped (the returned list says so by their absence) and
+    report.html holds the tables and says how to get the charts.
     Returns the paths written. Raises ConfigError when the directory
     cannot be created or written.
     """
@@ -195,11 +207,23 @@ def write_outputs(run: Any, out_dir: str, *, plots: bool = True) -> List[str]:
                  _write_csv(run, out_dir)]
     except OSError as exc:
         raise ConfigError(f"cannot write bench output to {out_dir!r}: {exc}") from exc
+    charts: List[Any] = []
     if plots:
-        from .plot import available, render_run
+        from .plot import available, render_run, run_charts
 
         if available():
-            paths.extend(render_run(run, out_dir))
+            charts = run_charts(run)
+            paths.extend(render_run(run, out_dir, charts))
+    from .html import render_html
+
+    path = os.path.join(out_dir, "report.html")
+    try:
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(render_html(json.loads(json.dumps(run_dict(run), default=str)), charts,
+                                 plots=plots))
+    except OSError as exc:
+        raise ConfigError(f"cannot write bench output to {out_dir!r}: {exc}") from exc
+    paths.append(path)
     return paths
 
 
@@ -308,6 +332,9 @@ def format_point(point: Any) -> str:
     lines.append(f"  health: client CPU {cpu} of a core · dispatch delay p50 "
                  f"{_fmt(m['dispatch_ms'].p50, 2)} / p99 {_fmt(m['dispatch_ms'].p99, 2)} ms · "
                  f"coalesced chunks {coalesced}")
+    sharding = getattr(point, "sharding", None)
+    if sharding is not None and (sharding.auto or sharding.processes > 1):
+        lines.append(f"  client: {sharding.sentence()}")
     lines.extend(f"  WARNING: {w}" for w in point.warnings)
     return "\n".join(lines)
 
