@@ -12,7 +12,7 @@ Charts (every one names the model, the server and the date under its title):
   offered rate. ``--slo`` thresholds are drawn as horizontal lines.
 - ``latency-throughput.png``: TTFT and TPOT percentiles against output tok/s,
   each point labelled with its load: where the knee is.
-- ``ecdf.png``, ``timeline-*.png``: see :mod:`.plot_detail`.
+- ``ecdf.png``, ``timeline-*.png``: see :mod:`.plot_detail`; :mod:`.charts` draws them all.
 - ``compare.png`` (``streamkit bench compare --out``): the load charts of
   several runs overlaid, one colour per run.
 
@@ -34,7 +34,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 from ..errors import ConfigError
 from .stats import mean_ci
 
-__all__ = ["Chart", "available", "render_compare", "render_run", "run_charts", "subtitle"]
+__all__ = ["Chart", "available", "render_compare", "subtitle"]
 
 MISSING = "charts need matplotlib: pip install 'streamkit[plot]'"
 DPI = 110
@@ -378,43 +378,3 @@ def render_compare(series: Sequence[Series], path: str, sub: str = "",
     with open(path, "wb") as fh:
         fh.write(data)
     return path
-
-
-def run_charts(run: Any) -> List[Chart]:
-    """Every chart of a BenchRun, rendered to PNG bytes (the HTML report embeds the same).
-
-    Raises ConfigError without matplotlib.
-    """
-    from . import plot_detail
-
-    summaries: List[Dict[str, Any]] = [p.summary.as_dict() for p in run.points]
-    if not summaries:
-        return []
-    config = run.config.as_dict()
-    sub = subtitle(config, run.environment, run.started_at)
-    slo = config.get("slo") or {}
-    charts = [Chart("load.png", "Latency percentiles, throughput and goodput against the load",
-                    png_bytes(load_figure([("run", summaries)], slo), "streamkit bench", sub)),
-              Chart("latency-throughput.png", "Latency against throughput (the knee)",
-                    png_bytes(latency_throughput_figure(summaries, slo),
-                              "streamkit bench: latency against throughput", sub))]
-    search = getattr(run, "search", None)
-    if search is not None:
-        charts.append(plot_detail.search_chart(search.as_dict(), sub))
-    charts.append(plot_detail.ecdf_chart(run.points, slo, sub))
-    charts.extend(plot_detail.timeline_charts(run.points, sub))
-    return charts
-
-
-def render_run(run: Any, out_dir: str, charts: Optional[Sequence[Chart]] = None) -> List[str]:
-    """Write the charts of a BenchRun as PNG files into ``out_dir``.
-
-    Returns the paths written. Raises ConfigError without matplotlib.
-    """
-    paths = []
-    for chart in charts if charts is not None else run_charts(run):
-        path = os.path.join(out_dir, chart.name)
-        with open(path, "wb") as fh:
-            fh.write(chart.png)
-        paths.append(path)
-    return paths

@@ -209,7 +209,8 @@ def write_outputs(run: Any, out_dir: str, *, plots: bool = True) -> List[str]:
         raise ConfigError(f"cannot write bench output to {out_dir!r}: {exc}") from exc
     charts: List[Any] = []
     if plots:
-        from .plot import available, render_run, run_charts
+        from .charts import render_run, run_charts
+        from .plot import available
 
         if available():
             charts = run_charts(run)
