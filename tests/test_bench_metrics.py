@@ -195,7 +195,7 @@ EXPECTED_COLUMNS = [
     "eval_rate_mean", "prompt_eval_rate_mean", "client_tps_mean", "tokens_per_chunk_mean",
     "load_ms_mean", "dispatch_ms_p99", "client_cpu", "coalesced_frac",
     "floor_lag_ms_p50", "floor_lag_ms_p99", "floor_ttft_ms_p50", "warnings",
-    # appended for servers that send no token counts (issue 7 follow-up)
+    # appended for servers that send no token counts
     "token_counts", "output_tok_per_s_estimated",
 ] + [f"tpot_ms_estimated_{s}" for s in ("count", "mean", "p50", "p90", "p95", "p99", "max")
      ] + ["repeat"]  # appended with --repeat

@@ -17,7 +17,7 @@ from streamkit.config import (
 )
 from streamkit.errors import ConfigError
 
-# The table of the protocol reference §6 (ollama-python's _parse_host), plus the
+# The host-parsing table of ollama-python's _parse_host, plus the
 # cases of its doctest.
 HOST_TABLE = [
     (None, "http://127.0.0.1:11434"),
