@@ -109,6 +109,8 @@ class BatchConfig:
     timeouts: Timeouts = field(default_factory=Timeouts)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     max_problems: int = MAX_PROBLEMS
+    ray_address: Optional[str] = None   # run on Ray actors (streamkit.ray); "local" starts one
+    ray_actors: int = 2
 
     def __post_init__(self) -> None:
         if not isinstance(self.output, str) or not self.output or self.output == "-":
@@ -254,7 +256,8 @@ def run_batch(inputs: str, output: str, *, model: Optional[str] = None,
               timeouts: Optional[Timeouts] = None,
               retry: Optional[RetryPolicy] = None, stop: Optional[threading.Event] = None,
               report: Optional[Report] = None, stdin: Optional[IO[bytes]] = None,
-              client: Any = None) -> BatchSummary:
+              client: Any = None, ray_address: Optional[str] = None,
+              ray_actors: int = 2) -> BatchSummary:
     """Run every prompt of ``inputs`` not yet in ``output``; append the answers.
 
     Args:
@@ -281,6 +284,9 @@ def run_batch(inputs: str, output: str, *, model: Optional[str] = None,
         report: called with each message worth showing (skipped bad lines,
             the torn line repaired); default: none.
         client: an existing Client to use (then ``hosts`` only routes).
+        ray_address: run the requests on ``ray_actors`` Ray actors
+            (:class:`streamkit.ray.RayExecutor`; ``"local"`` starts Ray,
+            ``"auto"`` joins a cluster); this process still writes the files.
 
     Returns:
         a BatchSummary (``interrupted=True`` when ``stop`` was set).
@@ -295,7 +301,8 @@ def run_batch(inputs: str, output: str, *, model: Optional[str] = None,
         inputs, output, model=model, system=system, options=options, format=format,
         think=think, hosts=hosts, workers=workers, ordered=ordered, resume=resume,
         skip_invalid=skip_invalid, input_format=input_format, dialect=dialect,
-        timeouts=timeouts or Timeouts(), retry=retry or RetryPolicy())
+        timeouts=timeouts or Timeouts(), retry=retry or RetryPolicy(),
+        ray_address=ray_address, ray_actors=ray_actors)
     show = sys.stderr.isatty() if progress is None else progress
     with InputFile(inputs, stdin) as (path, display):
         scan = _scan(path, config, display)
@@ -493,6 +500,11 @@ def _host_slots(config: BatchConfig) -> Optional[List[HostSpec]]:
 def _open_dispatcher(config: BatchConfig, cache: Optional[ResponseCache], client: Any) -> Any:
     from .dispatch import Dispatcher
     hosts = _host_slots(config)
+    if config.ray_address is not None:
+        from .ray import RayExecutor
+        return RayExecutor(config.ray_address, hosts=hosts, workers=config.workers,
+                           actors=config.ray_actors, dialect=config.dialect,
+                           timeouts=config.timeouts, retry=config.retry, cache=cache)
     if client is not None:
         return Dispatcher(client, hosts=hosts, workers=config.workers)
     return Dispatcher(hosts=hosts, workers=config.workers, dialect=config.dialect,

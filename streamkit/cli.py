@@ -435,6 +435,11 @@ def _add_batch(sub: Any) -> None:
     p.add_argument("--timeout", type=float, default=None, metavar="S",
                    help="limit on each request's total time, in seconds")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                   help="run the requests on Ray actors (needs streamkit[ray]): 'auto' joins "
+                        "the running cluster, no ADDRESS starts a local one; see docs/ray.md")
+    p.add_argument("--ray-actors", type=int, default=2, metavar="N",
+                   help="Ray actors sharing the hosts' slots (default 2)")
     p.set_defaults(func=_cmd_batch)
 
 
@@ -519,7 +524,8 @@ def _batch_run(args: argparse.Namespace, hosts: Optional[List[Any]]) -> int:
             input_format=args.input_format, dialect=args.dialect,
             timeouts=Timeouts(total=args.timeout) if args.timeout else None,
             retry=RetryPolicy(attempts=args.retries + 1) if args.retries is not None else None,
-            stop=stop, report=lambda message: print(message, file=sys.stderr))
+            stop=stop, report=lambda message: print(message, file=sys.stderr),
+            ray_address=args.ray, ray_actors=args.ray_actors)
     finally:
         restore()
     print(summary.line(), file=sys.stderr)
@@ -591,6 +597,8 @@ def _resume_command(args: argparse.Namespace) -> str:
             parts += [flag, str(value)]
     if args.think is not None:
         parts += ["--think", str(args.think).lower()]
+    if args.ray is not None:
+        parts += [f"--ray={args.ray}", "--ray-actors", str(args.ray_actors)]
     for flag, on in (("--ordered", args.ordered), ("--skip-invalid", args.skip_invalid),
                      ("--quiet", args.quiet)):
         if on:
