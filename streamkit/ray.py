@@ -44,8 +44,9 @@ __all__ = ["RayExecutor", "StreamkitUDF", "map_requests"]
 
 #: Longest wait of the driver loop: cancel and Ctrl-C are seen this fast.
 POLL_S = 0.1
-#: Chunks queued at each actor: one running per thread, the next ready to start.
-CHUNKS_PER_ACTOR = 3
+#: Calls queued at each actor (each of ``chunk_size`` requests, half its workers):
+#: twice its workers, so its slots stay busy while a finished call's refill travels.
+CHUNKS_PER_ACTOR = 4
 #: How often the driver resends a chunk whose actor is gone for good.
 CHUNK_RESENDS = 2
 #: How long cancel and close wait for the actors to answer.
@@ -229,10 +230,11 @@ class RayExecutor:
 
     def cancel_all(self) -> int:
         """Cancel what the actors run, and the chunks queued at them. Returns the actors told."""
-        with self._lock:
+        with self._lock:   # batch calls this from its stop watcher thread
             self._epoch += 1
             epoch = self._epoch
-        refs = [self._actors[i].cancel.remote(epoch) for i in sorted(self._live)]
+            live = sorted(self._live)
+        refs = [self._actors[i].cancel.remote(epoch) for i in live]
         self._ray.wait(refs, num_returns=len(refs), timeout=ACTOR_CALL_TIMEOUT_S)
         return len(refs)
 
@@ -348,7 +350,8 @@ class RayExecutor:
             packed: List[Packed] = ray.get(ref)
         except ray.exceptions.RayError as exc:
             if isinstance(exc, ray.exceptions.ActorDiedError):
-                self._live.discard(chunk.actor)
+                with self._lock:
+                    self._live.discard(chunk.actor)
             if self._epoch != epoch:
                 return [_failed(r, Cancelled()) for r in chunk.requests]
             if self._live and chunk.sends <= CHUNK_RESENDS:

@@ -16,7 +16,7 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Any, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Set
 
 import pytest
 import requests
@@ -141,6 +141,14 @@ def _actor_pids() -> List[int]:
     return pids
 
 
+def _wait_for_actors_to_go(before: Set[int], timeout: float = 30.0) -> None:
+    """Wait until no ActorBody process is left but those in ``before``."""
+    deadline = time.monotonic() + timeout
+    while set(_actor_pids()) - before:   # Ray stops actors asynchronously
+        assert time.monotonic() < deadline, "the run's actors outlived it"
+        time.sleep(0.1)  # polling process titles, with a deadline
+
+
 def _finish(proc: subprocess.Popen[bytes]) -> str:
     _, err = proc.communicate(timeout=RUN_TIMEOUT_S)
     return err.decode("utf-8", "replace")
@@ -248,6 +256,7 @@ def test_resume_after_sigkill_of_the_driver_writes_nothing_twice(
     prompts = _prompts(str(tmp_path / "p.jsonl"), 800)
     out = str(tmp_path / "out.jsonl")
     command = _batch(str(tmp_path / "p.jsonl"), out, fresh, f"--ray={cluster}")
+    before = set(_actor_pids())
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         _wait_for_lines(out, 300, proc)
@@ -255,6 +264,7 @@ def test_resume_after_sigkill_of_the_driver_writes_nothing_twice(
         proc.communicate(timeout=RUN_TIMEOUT_S)
     finally:
         proc.kill()
+    _wait_for_actors_to_go(before)   # Ray stops a job's actors with their driver
     first = _lines(out)
     assert 300 <= first < 800
     rerun = subprocess.run(command, capture_output=True, timeout=RUN_TIMEOUT_S)
@@ -278,10 +288,7 @@ def test_ctrl_c_cancels_stops_the_actors_and_exits_130(
         proc.kill()
     assert proc.returncode == 130, err
     assert "resume with:" in err and "--ray=" in err
-    deadline = time.monotonic() + 30
-    while set(_actor_pids()) - before:   # ray.kill is asynchronous; the processes go soon
-        assert time.monotonic() < deadline, "the run's actors outlived it"
-        time.sleep(0.1)  # polling process titles, with a deadline
+    _wait_for_actors_to_go(before)
     assert all(e.counters()["in_flight"] == 0 for e in fresh)
     rerun = subprocess.run(command, capture_output=True, timeout=RUN_TIMEOUT_S)
     assert rerun.returncode == 0, rerun.stderr.decode()
