@@ -289,6 +289,8 @@ class RayExecutor:
                     elif chunk:
                         actor = min(free, key=lambda i: load[i])
                         self._send(_Chunk(chunk, actor), pending, load, epoch)
+                    else:
+                        break   # all cache hits: hand them over before reading on
                 if pending:
                     done, _ = ray.wait(list(pending), num_returns=1, timeout=POLL_S)
                     for ref in done:
@@ -318,7 +320,9 @@ class RayExecutor:
                     order: Optional[Deque[str]], hits: List[Result]) -> Optional[List[Request]]:
         """Up to chunk_size requests to send (cache hits go to ``hits``); None at the end."""
         chunk: List[Request] = []
+        read = 0
         for index, request in itertools.islice(source, self.chunk_size):
+            read += 1
             if request.id is None:
                 request = dataclasses.replace(request, id=str(index))
             key = str(request.id)
@@ -330,9 +334,7 @@ class RayExecutor:
                 hits.append(dataclasses.replace(hit, id=request.id, cached=True))
             else:
                 chunk.append(request)
-        if not chunk and not hits:
-            return None
-        return chunk
+        return chunk if read else None
 
     def _send(self, chunk: _Chunk, pending: Dict[Any, _Chunk], load: List[int],
               epoch: int) -> None:

@@ -23,7 +23,7 @@ import requests
 
 ray = pytest.importorskip("ray")
 
-from streamkit import GenerateRequest  # noqa: E402
+from streamkit import GenerateRequest, Result  # noqa: E402
 from streamkit._raywork import ActorBody, Packed  # noqa: E402
 from streamkit.emulator import expected  # noqa: E402
 from streamkit.ray import RayExecutor, map_requests  # noqa: E402
@@ -209,6 +209,41 @@ def test_executor_yields_an_id_answered_twice_once(cluster: str,
     assert sorted(r.id or "" for r in results) == sorted(f"t{i}" for i in range(40))
     assert all(r.text == _text("twice " + (r.id or "")[1:]) for r in results)
     assert executor.duplicates == 40
+
+
+class _DictCache:
+    """A ResponseCache in a dict, keyed by prompt (the driver is its only user)."""
+
+    def __init__(self) -> None:
+        self.results: Dict[str, Result] = {}
+
+    def get(self, request: Any) -> Optional[Result]:
+        return self.results.get(request.prompt)
+
+    def put(self, request: Any, result: Result) -> None:
+        self.results[request.prompt] = result
+
+
+def test_executor_ordered_with_a_driver_side_cache(cluster: str,
+                                                   fresh: List[_EmulatorProcess]) -> None:
+    cache = _DictCache()
+
+    def run() -> List[Result]:
+        with RayExecutor(hosts=[(fresh[0].url, 4)], workers=4, actors=2, num_cpus=0.5,
+                         cache=cache) as executor:
+            requests_ = (GenerateRequest("demo", f"cached {i}", options={"num_predict": TOKENS})
+                         for i in range(30))
+            return list(executor.map(requests_, ordered=True))
+
+    first = run()
+    assert [r.id for r in first] == [str(i) for i in range(30)]   # input index as the id
+    assert not any(r.cached for r in first) and len(cache.results) == 30
+    served = fresh[0].counters()["completed"]
+    second = run()
+    assert [r.id for r in second] == [str(i) for i in range(30)]
+    assert all(r.cached for r in second)
+    assert [r.text for r in second] == [_text(f"cached {i}") for i in range(30)]
+    assert fresh[0].counters()["completed"] == served   # nothing reached the server
 
 
 # --- streamkit batch --ray (a driver process joining the module's Ray) ----------------
