@@ -37,6 +37,8 @@ EXAMPLES: Dict[str, Any] = {
     "retry": RetryPolicy(attempts=5),
     "timeouts": Timeouts(total=30.5),
     "progress": False,
+    "ray_address": "auto",
+    "ray_actors": 3,
 }
 LIBRARY_ONLY = {"max_problems"}
 NOT_RESUMED = {"resume"}  # the resume command continues the run: no --no-resume

@@ -171,6 +171,10 @@ class BatchConfig:
       over: the output and error files are truncated.
     - ``retry``, ``timeouts``: per request (Client settings); None: the defaults.
     - ``progress``: a tqdm bar on stderr; None: only when stderr is a TTY.
+    - ``ray_address``, ``ray_actors``: run the requests on that many Ray
+      actors (``"local"`` starts Ray, ``"auto"`` joins a cluster); this
+      process still writes the files. Runs through ``streamkit.ray.run_batch``
+      (or ``streamkit batch --ray``), which supplies the executor.
     - ``max_problems``: how many bad lines to list (all are counted).
     """
 
@@ -226,6 +230,13 @@ class BatchConfig:
         to_words=lambda t: [] if t.total is None else [str(t.total)])))
     progress: Optional[bool] = field(default=None, metadata=_cli(Flag(
         ("-q", "--quiet"), "no progress bar", switch=True, const=False)))
+    ray_address: Optional[str] = field(default=None, metadata=_cli(Flag(
+        ("--ray",), "run the requests on Ray actors (needs streamkit[ray]): 'auto' joins "
+        "the running cluster, no ADDRESS starts a local one; see docs/ray.md",
+        metavar="ADDRESS", const="local")))
+    ray_actors: int = field(default=2, metadata=_cli(Flag(
+        ("--ray-actors",), "Ray actors sharing the hosts' slots (default 2)", metavar="N",
+        parse=int)))
     max_problems: int = field(default=MAX_PROBLEMS, metadata=_cli(None))  # library only
 
     def __post_init__(self) -> None:
@@ -237,6 +248,7 @@ class BatchConfig:
         if self.inputs != "-" and os.path.abspath(self.inputs) == os.path.abspath(self.output):
             raise ConfigError("the output file must not be the prompt file")
         check_count("workers", self.workers)
+        check_count("ray_actors", self.ray_actors)
         if self.model is not None and (not isinstance(self.model, str) or not self.model):
             raise ConfigError(f"model must be a non-empty string, got {self.model!r}")
         if self.options is not None and not isinstance(self.options, Mapping):

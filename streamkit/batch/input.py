@@ -41,6 +41,7 @@ __all__ = [
     "PromptLine",
     "THINK_LEVELS",
     "detect_format",
+    "parse_object",
     "read_prompts",
     "spool",
 ]
@@ -178,8 +179,14 @@ def _parse_jsonl(raw: bytes, number: int, name: str, default_model: Optional[str
     if not isinstance(value, dict):
         return Problem(name, number, f"expected a JSON string or object, got "
                                      f"{_json_type(value)}")
+    return parse_object(value, number, name, default_model)
+
+
+def parse_object(obj: Dict[str, Any], number: int, name: str,
+                 default_model: Optional[str]) -> Item:
+    """Validate one prompt object (a decoded JSONL line, or a Ray Data row) by the line rules."""
     try:
-        line = _from_object(value, number)
+        line = _from_object(obj, number)
     except _LineError as exc:
         return Problem(name, number, str(exc))
     return _checked_model(line, name, default_model)

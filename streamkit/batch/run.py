@@ -39,7 +39,7 @@ from typing import (
 )
 
 from ..config import HostSpec
-from ..errors import Cancelled
+from ..errors import Cancelled, ConfigError
 from ..records import ChatRequest, GenerateRequest, Request, ResponseCache, Result
 from .check import PromptFileError, Scan, scan_file
 from .config import BatchConfig
@@ -60,6 +60,8 @@ STOP_POLL_S = 0.05          # how fast the stop watcher sees ``stop`` being set
 PROGRESS_REFRESH_S = 0.25   # postfix updates (failed, in flight, tok/s) at most this often
 
 Report = Callable[[str], None]
+#: ``(config, hosts, cache) -> executor``: what runs the requests instead of a Dispatcher
+ExecutorFactory = Callable[[BatchConfig, Optional[List[HostSpec]], Optional[ResponseCache]], Any]
 
 
 @dataclass(frozen=True)
@@ -131,7 +133,7 @@ def build_request(line: PromptLine, config: BatchConfig) -> Request:
 def run_batch(inputs: str, output: str, *, config: Optional[BatchConfig] = None,
               stop: Optional[threading.Event] = None, report: Optional[Report] = None,
               stdin: Optional[IO[bytes]] = None, client: Any = None,
-              **options: Any) -> BatchSummary:
+              executor: Optional[ExecutorFactory] = None, **options: Any) -> BatchSummary:
     """Run every prompt of ``inputs`` not yet in ``output``; append the answers.
 
     Args:
@@ -146,6 +148,9 @@ def run_batch(inputs: str, output: str, *, config: Optional[BatchConfig] = None,
         report: called with each message worth showing (skipped bad lines,
             the torn line repaired); default: none.
         client: an existing Client to use (then ``hosts`` only routes).
+        executor: ``(config, hosts, cache) -> executor`` with the Dispatcher's
+            ``map``/``cancel_all``/``close``, run instead of a Dispatcher
+            (``streamkit.ray`` passes its Ray executor).
         stdin: the stream read for ``inputs == "-"`` (default: ``sys.stdin``).
 
     Returns:
@@ -171,7 +176,8 @@ def run_batch(inputs: str, output: str, *, config: Optional[BatchConfig] = None,
             _say(report, f"skipped: {problem}")
         if scan.problem_count > len(scan.problems):
             _say(report, f"skipped: ... and {scan.problem_count - len(scan.problems)} more")
-        run = _Run(config, path, display, scan, report=report, progress=show)
+        run = _Run(config, path, display, scan, report=report, progress=show,
+                   executor=executor)
         return run.execute(config.cache, stop or threading.Event(), client)
 
 
@@ -184,8 +190,10 @@ class _Run:
     """One batch run: output files, the dispatcher loop, counters. Used once."""
 
     def __init__(self, config: BatchConfig, path: str, display: str, scan: Scan, *,
-                 report: Optional[Report], progress: bool) -> None:
+                 report: Optional[Report], progress: bool,
+                 executor: Optional[ExecutorFactory] = None) -> None:
         self.config = config
+        self.executor = executor
         self.path = path
         self.display = display
         self.scan = scan
@@ -269,7 +277,8 @@ class _Run:
 
     def _dispatch(self, writer: RecordWriter, errors: ErrorLog, cache: Optional[ResponseCache],
                   stop: threading.Event, client: Any, bar: Any) -> None:
-        dispatcher = self.dispatcher = _open_dispatcher(self.config, cache, client)
+        dispatcher = self.dispatcher = _open_dispatcher(self.config, cache, client,
+                                                        self.executor)
         watcher = threading.Thread(target=self._watch, args=(stop,),
                                    name="streamkit-batch-stop", daemon=True)
         watcher.start()
@@ -356,9 +365,16 @@ def _host_slots(config: BatchConfig) -> Optional[List[HostSpec]]:
     return [(h, config.workers) if isinstance(h, str) else h for h in config.hosts]
 
 
-def _open_dispatcher(config: BatchConfig, cache: Optional[ResponseCache], client: Any) -> Any:
+def _open_dispatcher(config: BatchConfig, cache: Optional[ResponseCache], client: Any,
+                     executor: Optional[ExecutorFactory]) -> Any:
     from ..dispatch import Dispatcher
     hosts = _host_slots(config)
+    if executor is not None:
+        return executor(config, hosts, cache)
+    if config.ray_address is not None:
+        # batch sits below streamkit.ray (which imports it): the executor comes from above
+        raise ConfigError("ray_address runs through streamkit.ray.run_batch (or "
+                          "`streamkit batch --ray`), which supplies the Ray executor")
     if client is not None:
         return Dispatcher(client, hosts=hosts, workers=config.workers)
     return Dispatcher(hosts=hosts, workers=config.workers, dialect=config.dialect,

@@ -172,7 +172,8 @@ def _run(config: BatchConfig) -> BatchSummary:
     restore = _install_stop_handlers(stop)
     try:
         summary = run_batch(config.inputs, config.output, config=config, stop=stop,
-                            report=lambda message: print(message, file=sys.stderr))
+                            report=lambda message: print(message, file=sys.stderr),
+                            executor=_executor(config))
     finally:
         restore()
     return summary
@@ -205,3 +206,11 @@ def _install_stop_handlers(stop: Any) -> Callable[[], None]:
         for sig, old in previous:
             signal.signal(sig, old)
     return restore
+
+
+def _executor(config: BatchConfig) -> Any:
+    """The Ray executor with ``--ray``; None runs on a Dispatcher."""
+    if config.ray_address is None:
+        return None
+    from ..ray import batch_executor
+    return batch_executor
