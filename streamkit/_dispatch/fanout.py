@@ -30,14 +30,15 @@ BACKSTOP_S = 1.0
 
 
 class _Waiting:
-    """A worker waiting for space in a Merged channel: its own Condition, so a
-    freed slot wakes exactly this worker, in arrival order."""
+    """A worker waiting for space in a Merged channel, with the chunk it brings:
+    its own Condition, so a freed slot wakes exactly this worker, in arrival order."""
 
-    __slots__ = ("cond", "granted", "job")
+    __slots__ = ("cond", "granted", "item", "job")
 
-    def __init__(self, lock: threading.Lock, job: Job) -> None:
+    def __init__(self, lock: threading.Lock, job: Job, item: Any) -> None:
         self.cond = Condition(lock)
-        self.granted = False  # a slot was handed over to it (already counted)
+        self.granted = False  # its chunk was queued in a freed slot
+        self.item = item
         self.job = job
 
 
@@ -51,16 +52,17 @@ class Merged:
     channel is closed (then the chunk is dropped: nobody will read it).
 
     Waking is O(1) per chunk, whatever the number of workers: the consumer
-    waits on ``_items`` and is notified only when it waits; each waiting
+    waits on ``_ready`` and is notified only when it waits; each waiting
     worker waits on its own Condition in a FIFO queue, and a chunk taken
-    hands its slot to the first of them (one wake; the slot stays counted, so
-    a worker arriving later queues behind instead of barging in). Lock rules:
+    queues the chunk of the first of them in the slot it freed, then wakes
+    that worker alone. Chunks of waiting workers thus arrive in the order the
+    workers came, and a worker arriving later queues behind them. Lock rules:
     ``_lock`` guards every field; ``_queue`` holds the workers not yet granted.
     """
 
     def __init__(self, chunk_limit: int) -> None:
         self._items: Deque[Tuple[bool, Any]] = deque()
-        self._chunks = 0  # chunks queued plus slots granted to waiting workers
+        self._chunks = 0  # chunks queued
         self._limit = chunk_limit
         self._closed = False
         self._lock = threading.Lock()
@@ -74,40 +76,33 @@ class Merged:
         Returns without queuing once the channel is closed or ``job`` cancelled.
         """
         with self._lock:
-            if self._chunks >= self._limit and not (self._closed or job.cancelled):
-                if not self._wait_for_slot(job):
-                    return
-            elif self._closed or job.cancelled:
+            if self._closed or job.cancelled:
                 return
-            else:
-                self._chunks += 1
+            if self._chunks >= self._limit or self._queue:
+                self._wait_for_slot(job, item)
+                return
+            self._chunks += 1
             self._items.append((True, item))
             if self._getting:
                 self._ready.notify()
 
-    def _wait_for_slot(self, job: Job) -> bool:
-        """Queue up and wait for a slot (lock held); True once one was granted."""
-        me = _Waiting(self._lock, job)
+    def _wait_for_slot(self, job: Job, item: Any) -> None:
+        """Queue up until a taken chunk hands this one its slot (lock held)."""
+        me = _Waiting(self._lock, job, item)
         self._queue.append(me)
-        try:
-            while not me.granted and not (self._closed or job.cancelled):
-                # Woken by a grant, close() or wake(job) (a cancel); the
-                # timeout is only a backstop: nothing waits forever.
-                me.cond.wait(BACKSTOP_S)
-        finally:
-            if not me.granted:
-                self._queue.remove(me)
-        if self._closed or job.cancelled:
-            if me.granted:
-                self._free_slot()  # granted but not used: hand it on
-            return False
-        return True
+        while not me.granted and not (self._closed or job.cancelled):
+            # Woken by a grant, close() or wake(job) (a cancel); the timeout
+            # is only a backstop: nothing waits forever.
+            me.cond.wait(BACKSTOP_S)
+        if not me.granted:
+            self._queue.remove(me)  # dropped: nobody will read it
 
     def _free_slot(self) -> None:
-        """A counted slot is free (lock held): grant it to the first waiting worker."""
+        """A chunk was taken (lock held): its slot goes to the first waiting worker."""
         if self._queue:
             first = self._queue.popleft()
             first.granted = True
+            self._items.append((True, first.item))
             first.cond.notify()
         else:
             self._chunks -= 1
