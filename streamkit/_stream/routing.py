@@ -73,7 +73,11 @@ class Route(Protocol):
     """Where each attempt of a stream goes (the Dispatcher spreads over many hosts)."""
 
     def acquire(self, tried: Sequence[str], cancel: threading.Event) -> str:
-        """The base URL for the next attempt; may block, waking on ``cancel``."""
+        """The base URL for the next attempt; may block, waking on ``cancel``.
+
+        ``tried``: the host of each earlier attempt of the stream, in order
+        (each of them failed, or cut the stream, since it asks again).
+        """
 
     def release(self, host: str, error: Optional[BaseException], streamed: bool) -> None:
         """The attempt on ``host`` is over; ``streamed``: it delivered a first chunk."""
