@@ -5,6 +5,8 @@
     retry(connect → status → first chunk)        (the retry boundary)
     read_some → decoder.feed → [chunks] → send into the channel
     ...
+    a cut: restart from scratch if the consumer saw nothing (rewind the
+           channel), else replay or fail (``RetryPolicy.on_interrupt``)
     finally: end record, exactly once; drain or close; release the host
 
 A :class:`Worker` holds its stream's channel (it keeps the sending end and
