@@ -4,7 +4,7 @@ The only module that imports tenacity. A stream is retried only while nothing
 has reached the consumer (connect → status line → first chunk); after that the
 stream is committed and an interruption is the stream layer's business
 (``RetryPolicy.on_interrupt``). :class:`Attempts` holds the attempt budget of
-one stream, shared by its first request and any replays.
+one stream, shared by its first request and any restarts or replays.
 
 Choices made here (see docs/architecture.md):
 

@@ -82,6 +82,7 @@ class BatchSummary:
     output_tokens: int = 0
     elapsed_s: float = 0.0
     problems: Tuple[Problem, ...] = ()
+    restarted: int = 0      # cut mid-reply and sent again from scratch (ok or failed)
 
     @property
     def exit_code(self) -> int:
@@ -99,6 +100,8 @@ class BatchSummary:
             parts.append(f"{self.invalid} invalid line(s) skipped")
         if self.not_run:
             parts.append(f"{self.not_run} not run")
+        if self.restarted:
+            parts.append(f"{self.restarted} restarted after a cut")
         rate = self.output_tokens / self.elapsed_s if self.elapsed_s > 0 else 0.0
         head = "interrupted" if self.interrupted else "done"
         return (f"{head}: {', '.join(parts)}; {self.output_tokens} tokens in "
@@ -202,6 +205,7 @@ class _Run:
         self.lines: Dict[str, int] = {}   # id → line number, for requests in flight
         self.submitted = 0
         self.ok = self.cached = self.failed = self.cancelled = self.tokens = 0
+        self.restarted = 0
         self.stopping = threading.Event()
         self.finished = threading.Event()
         self.dispatcher: Any = None
@@ -317,6 +321,7 @@ class _Run:
             # A request may have been submitted between the stop check in
             # _requests and the watcher's cancel_all: cancel it too.
             self.dispatcher.cancel_all()
+        self.restarted += int(result.restarts > 0)
         if result.error is None:
             if writer.write(result_record(result, record_id)):
                 self.ok += 1
@@ -344,6 +349,7 @@ class _Run:
             output=self.config.output, errors=self.config.errors, total=self.scan.prompts,
             skipped=skipped, ok=self.ok, cached=self.cached, failed=self.failed,
             invalid=self.scan.problem_count, not_run=max(left, 0) if interrupted else 0,
+            restarted=self.restarted,
             interrupted=interrupted, repaired_bytes=repaired, output_tokens=self.tokens,
             elapsed_s=time.monotonic() - self.started, problems=tuple(self.scan.problems))
 
