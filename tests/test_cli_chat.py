@@ -38,7 +38,7 @@ def test_chat_builtin_prints_emulator_text(capsys: pytest.CaptureFixture[str]) -
 
 def test_chat_with_system_and_options(capsys: pytest.CaptureFixture[str]) -> None:
     code = main(["chat", "--host", "builtin", "-m", "demo", "--system", "Be terse",
-                 "-o", "num_predict=3", "-o", "seed=5", "Hi"])
+                 "-O", "num_predict=3", "--option", "seed=5", "Hi"])
     assert code == EXIT_OK
     body = {"messages": [{"role": "system", "content": "Be terse"}, user("Hi")],
             "options": {"num_predict": 3, "seed": 5}}
@@ -50,12 +50,14 @@ def test_generate_builtin(capsys: pytest.CaptureFixture[str]) -> None:
     assert capsys.readouterr().out == expected("demo", {"prompt": "Once upon"}).text + "\n"
 
 
-def test_unknown_model_one_line_with_pull_hint(capsys: pytest.CaptureFixture[str]) -> None:
+def test_unknown_model_on_builtin_names_the_emulator_models(
+        capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["chat", "--host", "builtin", "-m", "nosuch", "Hello"]) == EXIT_FAILED
     out, err = capsys.readouterr()
     assert out == ""
     assert len(err.strip().splitlines()) == 1
-    assert "ollama pull nosuch" in err
+    assert err.count("nosuch") == 1  # said once
+    assert "the built-in emulator has demo" in err and "ollama pull" not in err
 
 
 def test_unreachable_host_one_line_how_to_start_ollama(
