@@ -47,13 +47,15 @@ def _add_bench_load_arguments(p: argparse.ArgumentParser) -> None:
     mode = load.add_mutually_exclusive_group()
     mode.add_argument("--concurrency", type=_int_list, default=[1], metavar="N[,N...]",
                       help="closed loop: N streams at once, one point per value (default 1)")
-    mode.add_argument("--rate", "--request-rate", dest="rate", type=_float_list, default=None, metavar="R[,R...]",
+    mode.add_argument("--rate", "--request-rate", dest="rate", type=_float_list, default=None,
+                      metavar="R[,R...]",
                       help="open loop: R requests/s on a precomputed schedule, one point each")
     load.add_argument("--arrival", choices=("constant", "poisson"), default="constant",
                       help="open-loop arrivals (default constant; poisson is seeded)")
     load.add_argument("--max-concurrency", type=int, default=None, metavar="N",
                       help="open loop: at most N in flight; later ones wait in the client")
-    load.add_argument("--requests", "--num-prompts", dest="requests", type=int, default=None, metavar="N",
+    load.add_argument("--requests", "--num-prompts", dest="requests", type=int, default=None,
+                      metavar="N",
                       help="requests per point (default max(10, 4 x concurrency), "
                            "or 10 s of arrivals)")
     load.add_argument("--duration", type=float, default=None, metavar="S",
