@@ -58,7 +58,8 @@ __all__ = ["BatchSummary", "build_request", "run_batch"]
 
 STOP_POLL_S = 0.05          # how fast the stop watcher sees ``stop`` being set
 PROGRESS_REFRESH_S = 0.25   # postfix updates (failed, in flight, tok/s) at most this often
-PROGRESS_LINE_S = 5.0       # without a bar (not a terminal): a progress line this often
+PROGRESS_LINE_S = 5.0       # without a bar (not a terminal): a progress line this often,
+PROGRESS_FIRST_S = 2.0      # the first one this soon
 
 Report = Callable[[str], None]
 
@@ -101,19 +102,18 @@ class BatchSummary:
         if self.not_run:
             parts.append(f"{self.not_run} not run")
         head = "interrupted" if self.interrupted else "done"
-        return (f"{head}: {', '.join(parts)}; {self._tokens()} in {self.elapsed_s:.1f} s "
-                f"→ {self.output}")
+        return f"{head}: {', '.join(parts)}; {self._tokens()} → {self.output}"
 
     def _tokens(self) -> str:
         rate = self.output_tokens / self.elapsed_s if self.elapsed_s > 0 else 0.0
-        counted = f"{self.output_tokens} tokens ({rate:.0f} tok/s)"
+        counted = f"{self.output_tokens} tokens in {self.elapsed_s:.1f} s ({rate:.0f} tok/s)"
         if not self.uncounted:
             return counted
         # llama.cpp's stream carries no counts: a chunk count is all there is.
         if not self.output_tokens:
             return (f"tokens n/a (server sent no token counts; ~{self.chunks} chunks, "
-                    "an estimate)")
-        return (f"{counted} + {self.uncounted} answer(s) without token counts "
+                    f"an estimate) in {self.elapsed_s:.1f} s")
+        return (f"{counted}, and {self.uncounted} answer(s) without token counts "
                 f"(~{self.chunks} chunks, an estimate)")
 
 
@@ -320,7 +320,7 @@ class _Run:
         """
         lines = self.report is not None and not self.show_progress \
             and self.config.progress is None
-        next_line = time.monotonic() + PROGRESS_LINE_S
+        next_line = time.monotonic() + min(PROGRESS_FIRST_S, PROGRESS_LINE_S)
         while not self.finished.is_set():
             if stop.wait(STOP_POLL_S):
                 self.stopping.set()
