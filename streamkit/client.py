@@ -22,6 +22,7 @@ from .config import (
     api_key_from_env,
     check_count,
     dialect_base_url,
+    host_from_env,
     parse_host,
 )
 from .errors import ConfigError, ConnectError, ResponseError, ServerStreamError, StreamTimeout
@@ -68,8 +69,15 @@ def _check_messages(messages: object) -> List[Dict[str, Any]]:
                               f"assistant or tool)")
         if not isinstance(message.get("content"), str):
             raise ConfigError(f"messages[{i}] needs a 'content' string")
+        _check_images(f"messages[{i}]['images']", message.get("images"))
         checked.append(dict(message))
     return checked
+
+
+def _check_images(name: str, images: object) -> None:
+    if images is not None and not (isinstance(images, (list, tuple)) and all(
+            isinstance(i, str) for i in images)):
+        raise ConfigError(f"{name} must be a list of base64 strings (the image files' bytes)")
 
 
 def _check_optional(name: str, value: object, types: Any, what: str) -> None:
@@ -104,9 +112,9 @@ def _check_headers(headers: Optional[Mapping[str, str]]) -> Dict[str, str]:
     return dict(headers)
 
 
-def _check_api_key(api_key: Union[str, Secret, None]) -> Optional[Secret]:
+def _check_api_key(api_key: Union[str, Secret, None], dialect: str) -> Optional[Secret]:
     if api_key is None:
-        return api_key_from_env()
+        return api_key_from_env(dialect=dialect)
     if isinstance(api_key, Secret):
         return api_key if api_key.reveal() else None
     if not isinstance(api_key, str):
@@ -119,14 +127,19 @@ class Client:
 
     Args:
         host: base URL; None reads ``OLLAMA_HOST`` (ollama-python's rules,
-            default ``http://127.0.0.1:11434``). For ``dialect="openai"``,
-            ``http://h:8080`` and ``http://h:8080/v1`` both work.
+            default ``http://127.0.0.1:11434``); for ``dialect="openai"``
+            ``OPENAI_BASE_URL`` first, as the OpenAI SDK does. For
+            ``dialect="openai"``, ``http://h:8080`` and ``http://h:8080/v1``
+            both work. ``"builtin"`` is refused: that name means the
+            in-process emulator on the command line; in Python use
+            ``with sk.Emulator() as emu: sk.Client(emu.url)``.
         dialect: ``"ollama"`` (``/api/*``) or ``"openai"`` (``/v1/*``).
         timeouts, retry: per-stream defaults (see :class:`Timeouts`, :class:`RetryPolicy`).
         headers: extra HTTP headers sent with every request.
-        api_key: sent as ``Authorization: Bearer``; None reads ``OLLAMA_API_KEY``.
-            Never shown in a repr, log line or error, and never sent to another
-            host after a redirect.
+        api_key: sent as ``Authorization: Bearer``; None reads ``OLLAMA_API_KEY``
+            (``OPENAI_API_KEY`` for ``dialect="openai"``). Never shown in a
+            repr, log line or error, and never sent to another host after a
+            redirect.
         queue_size: chunks buffered per stream before the worker waits for the consumer.
         cache: an optional response cache (``streamkit.SQLiteCache``).
         pool_size: connections kept per host (match the number of concurrent streams).
@@ -141,6 +154,13 @@ class Client:
                  api_key: Union[str, Secret, None] = None, queue_size: int = 256,
                  cache: Optional[ResponseCache] = None, pool_size: int = 10) -> None:
         self._dialect: Dialect = get_dialect(dialect)
+        if host == "builtin":  # refused before parse_host makes it a DNS name
+            raise ConfigError(
+                "Client('builtin'): 'builtin' is the command line's name for the in-process "
+                "emulator; in Python start one with `with sk.Emulator() as emu:` and use "
+                "sk.Client(emu.url)")
+        if host is None:
+            host = host_from_env(dialect)
         self.host = dialect_base_url(parse_host(host), dialect)
         if not isinstance(timeouts, Timeouts):
             raise ConfigError("timeouts must be a streamkit.Timeouts")
@@ -152,7 +172,7 @@ class Client:
         self.cache = cache
         self.transport = Transport(pool_size=check_count("pool_size", pool_size),
                                    headers=_check_headers(headers),
-                                   api_key=_check_api_key(api_key))
+                                   api_key=_check_api_key(api_key, dialect))
         self._lock = threading.Lock()
         self._closed = False
 
@@ -173,6 +193,40 @@ class Client:
              keep_alive: Optional[Union[str, float]] = None,
              id: Optional[str] = None) -> Stream:
         """Start a chat stream (``/api/chat`` or ``/v1/chat/completions``); returns at once.
+
+        Args:
+            model: the model name, e.g. ``"llama3.2"``.
+            messages: the conversation so far, oldest first: dicts with
+                ``role`` (``"system"``, ``"user"``, ``"assistant"``,
+                ``"tool"``) and ``content``; a message may carry
+                ``images``, a list of base64 strings, e.g.
+                ``{"role": "user", "content": "What is this?", "images":
+                [base64.b64encode(open("cat.png", "rb").read()).decode()]}``
+                (the openai dialect sends them as image content parts).
+            options: model options by Ollama's names, e.g.
+                ``{"temperature": 0, "num_predict": 64, "seed": 1}``; the
+                openai dialect maps the ones it has (``num_predict`` →
+                ``max_tokens``).
+            format: ``"json"`` for any JSON object, or a JSON schema the
+                answer must follow, e.g. ``{"type": "object", "properties":
+                {"city": {"type": "string"}}, "required": ["city"]}``.
+            think: ``True`` asks a thinking model to reason first (its
+                reasoning arrives in ``Chunk.thinking``), ``False`` turns it
+                off, or a level ``"low"``, ``"medium"``, ``"high"``.
+            tools: tool definitions the model may call, e.g. ``[{"type":
+                "function", "function": {"name": "get_weather",
+                "parameters": {"type": "object", "properties": {"city":
+                {"type": "string"}}}}}]``; calls arrive in ``Chunk.tool_calls``.
+            keep_alive: how long the server keeps the model loaded
+                afterwards: ``"10m"``, seconds (``300``), ``0`` to unload.
+            id: your name for this request, echoed in ``Result.id``.
+
+        Example::
+
+            with client.chat("llama3.2", [{"role": "user", "content": "Hi"}],
+                             options={"temperature": 0}) as stream:
+                for chunk in stream:
+                    print(chunk.text, end="")
 
         Raises ConfigError for a bad argument; every other failure is
         delivered through the returned Stream.
@@ -195,7 +249,31 @@ class Client:
                  suffix: Optional[str] = None, id: Optional[str] = None) -> Stream:
         """Start a generate stream (``/api/generate`` or ``/v1/completions``); returns at once.
 
-        Raises ConfigError for a bad argument.
+        Args:
+            model: the model name, e.g. ``"llama3.2"``.
+            prompt: the text to complete; ``""`` only loads the model.
+            system: a system prompt (Ollama dialect only).
+            options: model options by Ollama's names, e.g.
+                ``{"temperature": 0, "num_predict": 64, "stop": ["\\n"]}``.
+            format: ``"json"`` or a JSON schema dict the answer must follow.
+            think: ``True``/``False`` or ``"low"``/``"medium"``/``"high"``
+                (reasoning arrives in ``Chunk.thinking``).
+            raw: ``True`` sends ``prompt`` without the model's template.
+            images: base64 strings for a multimodal model, e.g.
+                ``[base64.b64encode(open("cat.png", "rb").read()).decode()]``
+                (Ollama dialect only).
+            keep_alive: how long the model stays loaded: ``"10m"``, seconds, ``0``.
+            suffix: text after the gap, for fill-in-the-middle models.
+            id: your name for this request, echoed in ``Result.id``.
+
+        Example::
+
+            text = client.generate("llama3.2", "One word for blue:",
+                                   options={"num_predict": 8}).text()
+
+        Raises ConfigError for a bad argument (and, for the openai dialect,
+        for ``system`` or ``images``); every other failure is delivered
+        through the returned Stream.
         """
         _check_common(options, format, think, keep_alive, id)
         if not isinstance(prompt, str):
@@ -203,9 +281,7 @@ class Client:
         _check_optional("system", system, str, "a string")
         _check_optional("suffix", suffix, str, "a string")
         _check_optional("raw", raw, bool, "a bool")
-        if images is not None and not (isinstance(images, (list, tuple)) and all(
-                isinstance(i, str) for i in images)):
-            raise ConfigError("images must be a list of base64 strings")
+        _check_images("images", images)
         request = GenerateRequest(_check_model(model), prompt, system=system, options=options,
                                   format=format, think=think, raw=raw, images=images,
                                   keep_alive=keep_alive, suffix=suffix, id=id)
@@ -428,11 +504,16 @@ class Conversation:
     """
 
     def __init__(self, client: Client, model: str, *, system: Optional[str] = None,
-                 options: Optional[Mapping[str, Any]] = None) -> None:
+                 options: Optional[Mapping[str, Any]] = None,
+                 format: Optional[Union[str, Mapping[str, Any]]] = None,
+                 think: Optional[Union[bool, str]] = None) -> None:
         _check_optional("system", system, str, "a string")
+        _check_common(options, format, think, None, None)
         self.client = client
         self.model = _check_model(model)
         self.options = options
+        self.format = format
+        self.think = think
         self._system = system
         self._lock = threading.Lock()   # guards _history and _pending
         self._turn = threading.Lock()   # one ask at a time builds on the history
@@ -453,15 +534,19 @@ class Conversation:
             self._history.clear()
             self._pending = None
 
-    def ask(self, text: str) -> Stream:
-        """Send ``text`` as the next user turn; returns the reply's Stream (started).
+    def ask(self, text: str, *, images: Optional[Sequence[str]] = None) -> Stream:
+        """Send ``text`` (with ``images``, base64 strings) as the next user turn;
+        returns the reply's Stream (started).
 
         Blocks while the previous reply is still streaming. Raises
-        ConfigError for a non-string ``text``.
+        ConfigError for a non-string ``text`` or bad ``images``.
         """
         if not isinstance(text, str):
             raise ConfigError(f"text must be a string, got {type(text).__name__}")
-        user = {"role": "user", "content": text}
+        _check_images("images", images)
+        user: Dict[str, Any] = {"role": "user", "content": text}
+        if images:
+            user["images"] = list(images)
         with self._turn:
             with self._lock:
                 pending = self._pending
@@ -473,7 +558,8 @@ class Conversation:
             if self._system is not None:
                 messages.insert(0, {"role": "system", "content": self._system})
             messages.append(user)
-            stream = self.client.chat(self.model, messages, options=self.options)
+            stream = self.client.chat(self.model, messages, options=self.options,
+                                      format=self.format, think=self.think)
             with self._lock:
                 self._pending = (user, stream)
         return stream

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 from .errors import ConfigError
 
 __all__ = [
+    "API_KEY_ENV",
     "DEFAULT_HOST",
     "DEFAULT_PORT",
     "HostSpec",
@@ -24,6 +25,7 @@ __all__ = [
     "api_key_from_env",
     "check_count",
     "dialect_base_url",
+    "host_from_env",
     "parse_host",
 ]
 
@@ -158,10 +160,27 @@ class Secret:
         return hash(self._value)
 
 
-def api_key_from_env(environ: Optional[Mapping[str, str]] = None) -> Optional[Secret]:
-    """``OLLAMA_API_KEY`` as a Secret, or None when unset or empty."""
-    value = (os.environ if environ is None else environ).get("OLLAMA_API_KEY", "")
+#: The environment variable holding each dialect's API key (as its own SDK reads it).
+API_KEY_ENV = {"ollama": "OLLAMA_API_KEY", "openai": "OPENAI_API_KEY"}
+
+
+def api_key_from_env(environ: Optional[Mapping[str, str]] = None,
+                     dialect: str = "ollama") -> Optional[Secret]:
+    """The dialect's API key variable (``OLLAMA_API_KEY``, or ``OPENAI_API_KEY``
+    for ``"openai"``) as a Secret; None when unset or empty."""
+    name = API_KEY_ENV.get(dialect, API_KEY_ENV["ollama"])
+    value = (os.environ if environ is None else environ).get(name, "")
     return Secret(value) if value else None
+
+
+def host_from_env(dialect: str = "ollama",
+                  environ: Optional[Mapping[str, str]] = None) -> Optional[str]:
+    """The host to use when none is given: ``OPENAI_BASE_URL`` for the openai
+    dialect (as the OpenAI SDK reads it) when set; otherwise None, which
+    :func:`parse_host` turns into ``OLLAMA_HOST`` or the default."""
+    if dialect != "openai":
+        return None
+    return (os.environ if environ is None else environ).get("OPENAI_BASE_URL") or None
 
 
 def _bracket_ipv6(hostname: str) -> str:

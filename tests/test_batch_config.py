@@ -34,6 +34,8 @@ EXAMPLES: Dict[str, Any] = {
     "skip_invalid": True,
     "cache": "cache.db",
     "input_format": "jsonl",
+    "prompt_column": "text",
+    "id_column": "key",
     "retry": RetryPolicy(attempts=5),
     "timeouts": Timeouts(total=30.5),
     "progress": False,
@@ -41,7 +43,8 @@ EXAMPLES: Dict[str, Any] = {
     "ray_actors": 3,
 }
 LIBRARY_ONLY = {"max_problems"}
-NOT_RESUMED = {"resume"}  # the resume command continues the run: no --no-resume
+# The resume command continues the run: no --no-resume; and it never shows a key.
+NOT_RESUMED = {"resume", "api_key"}
 
 
 def _batch_parser_dests() -> Dict[str, Any]:

@@ -58,6 +58,8 @@ __all__ = ["BatchSummary", "build_request", "run_batch"]
 
 STOP_POLL_S = 0.05          # how fast the stop watcher sees ``stop`` being set
 PROGRESS_REFRESH_S = 0.25   # postfix updates (failed, in flight, tok/s) at most this often
+PROGRESS_LINE_S = 5.0       # without a bar (not a terminal): a progress line this often,
+PROGRESS_FIRST_S = 2.0      # the first one this soon
 
 Report = Callable[[str], None]
 #: ``(config, hosts, cache) -> executor``: what runs the requests instead of a Dispatcher
@@ -80,6 +82,8 @@ class BatchSummary:
     interrupted: bool = False
     repaired_bytes: int = 0  # a torn last line cut off the output
     output_tokens: int = 0
+    uncounted: int = 0      # of ok: answers whose server sent no token count
+    chunks: int = 0         # chunks of those answers: a rough estimate of their tokens
     elapsed_s: float = 0.0
     problems: Tuple[Problem, ...] = ()
     restarted: int = 0      # cut mid-reply and sent again from scratch (ok or failed)
@@ -102,10 +106,20 @@ class BatchSummary:
             parts.append(f"{self.not_run} not run")
         if self.restarted:
             parts.append(f"{self.restarted} restarted after a cut")
-        rate = self.output_tokens / self.elapsed_s if self.elapsed_s > 0 else 0.0
         head = "interrupted" if self.interrupted else "done"
-        return (f"{head}: {', '.join(parts)}; {self.output_tokens} tokens in "
-                f"{self.elapsed_s:.1f} s ({rate:.0f} tok/s) → {self.output}")
+        return f"{head}: {', '.join(parts)}; {self._tokens()} → {self.output}"
+
+    def _tokens(self) -> str:
+        rate = self.output_tokens / self.elapsed_s if self.elapsed_s > 0 else 0.0
+        counted = f"{self.output_tokens} tokens in {self.elapsed_s:.1f} s ({rate:.0f} tok/s)"
+        if not self.uncounted:
+            return counted
+        # llama.cpp's stream carries no counts: a chunk count is all there is.
+        if not self.output_tokens:
+            return (f"tokens n/a (server sent no token counts; ~{self.chunks} chunks, "
+                    f"an estimate) in {self.elapsed_s:.1f} s")
+        return (f"{counted}, and {self.uncounted} answer(s) without token counts "
+                f"(~{self.chunks} chunks, an estimate)")
 
 
 # --- requests ------------------------------------------------------------------
@@ -127,7 +141,7 @@ def build_request(line: PromptLine, config: BatchConfig) -> Request:
                            id=line.id)
     assert line.prompt is not None
     return GenerateRequest(model, line.prompt, system=system, options=options, format=fmt,
-                           think=think, id=line.id)
+                           think=think, images=line.images, id=line.id)
 
 
 # --- the run -------------------------------------------------------------------
@@ -206,6 +220,8 @@ class _Run:
         self.submitted = 0
         self.ok = self.cached = self.failed = self.cancelled = self.tokens = 0
         self.restarted = 0
+        self.uncounted = self.chunks = 0
+        self.todo = 0                     # prompts this run sends (set by execute)
         self.stopping = threading.Event()
         self.finished = threading.Event()
         self.dispatcher: Any = None
@@ -244,7 +260,9 @@ class _Run:
     def _requests(self, done: Set[str]) -> Iterator[Request]:
         skip = self.scan.duplicate_lines
         for item in read_prompts(self.path, self.config.format_name,
-                                 default_model=self.config.model, display=self.display):
+                                 default_model=self.config.model, display=self.display,
+                                 prompt_column=self.config.prompt_column,
+                                 id_column=self.config.id_column):
             if self.stopping.is_set():
                 return
             if isinstance(item, Problem) or item.line in skip or item.id in done:
@@ -266,6 +284,7 @@ class _Run:
             todo = self._todo(done)
             bar = _progress_bar(todo) if self.show_progress and todo else None
             syncer = Syncer([writer, errors])
+            self.todo = todo
             try:
                 self._dispatch(writer, errors, cache_obj, stop, client, bar)
             finally:
@@ -307,12 +326,25 @@ class _Run:
             dispatcher.close(cancel_pending=True)
 
     def _watch(self, stop: threading.Event) -> None:
-        """Wait for ``stop`` (or the end of the run); on stop, cancel everything in flight."""
+        """Wait for ``stop`` (or the end of the run); on stop, cancel everything in flight.
+
+        Without a bar (stderr not a terminal) it also reports a progress line
+        every PROGRESS_LINE_S, so a long run shows it is alive.
+        """
+        lines = self.report is not None and not self.show_progress \
+            and self.config.progress is None
+        next_line = time.monotonic() + min(PROGRESS_FIRST_S, PROGRESS_LINE_S)
         while not self.finished.is_set():
             if stop.wait(STOP_POLL_S):
                 self.stopping.set()
                 self.dispatcher.cancel_all()
                 return
+            now = time.monotonic()
+            if lines and now >= next_line and not self.finished.is_set():
+                next_line = now + PROGRESS_LINE_S
+                done = self.ok + self.failed
+                _say(self.report, f"progress: {done}/{self.todo} prompts, "
+                                  f"{now - self.started:.0f} s, {self._postfix(now)}")
 
     def _record(self, result: Result, writer: RecordWriter, errors: ErrorLog) -> None:
         record_id = result.id or ""
@@ -326,6 +358,9 @@ class _Run:
             if writer.write(result_record(result, record_id)):
                 self.ok += 1
                 self.cached += int(result.cached)
+                if result.stats.eval_count is None and not result.cached:
+                    self.uncounted += 1
+                    self.chunks += result.timing.chunks
                 self.tokens += result.stats.eval_count or 0
             return
         if isinstance(result.error, Cancelled) and self.stopping.is_set():
@@ -351,6 +386,7 @@ class _Run:
             invalid=self.scan.problem_count, not_run=max(left, 0) if interrupted else 0,
             restarted=self.restarted,
             interrupted=interrupted, repaired_bytes=repaired, output_tokens=self.tokens,
+            uncounted=self.uncounted, chunks=self.chunks,
             elapsed_s=time.monotonic() - self.started, problems=tuple(self.scan.problems))
 
 
@@ -384,7 +420,8 @@ def _open_dispatcher(config: BatchConfig, cache: Optional[ResponseCache], client
     if client is not None:
         return Dispatcher(client, hosts=hosts, workers=config.workers)
     return Dispatcher(hosts=hosts, workers=config.workers, dialect=config.dialect,
-                      timeouts=config.timeouts, retry=config.retry, cache=cache)
+                      timeouts=config.timeouts, retry=config.retry, cache=cache,
+                      api_key=config.api_key)
 
 
 def _progress_bar(total: int) -> Any:

@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
-from typing import Any, List
+from typing import Any, Iterator, List
 
 from ..batch.config import parse_option
+from ..config import API_KEY_ENV
 from ..errors import ConfigError
-from .common import BUILTIN_HOST, BUILTIN_MODEL, EXIT_FAILED, EXIT_OK, add_host_argument, argtype
+from .common import (
+    BUILTIN_HOST,
+    BUILTIN_MODEL,
+    EXIT_FAILED,
+    EXIT_OK,
+    add_host_argument,
+    argtype,
+    check_output_path,
+)
 
 
 def _int_list(text: str) -> List[int]:
@@ -36,7 +47,8 @@ def _add_bench_load_arguments(p: argparse.ArgumentParser) -> None:
     mode = load.add_mutually_exclusive_group()
     mode.add_argument("--concurrency", type=_int_list, default=[1], metavar="N[,N...]",
                       help="closed loop: N streams at once, one point per value (default 1)")
-    mode.add_argument("--rate", type=_float_list, default=None, metavar="R[,R...]",
+    mode.add_argument("--rate", "--request-rate", dest="rate", type=_float_list, default=None,
+                      metavar="R[,R...]",
                       help="open loop: R requests/s on a precomputed schedule, one point each")
     load.add_argument("--arrival", choices=("constant", "poisson", "gamma"), default="constant",
                       help="open-loop arrivals (default constant; poisson and gamma are seeded)")
@@ -48,7 +60,8 @@ def _add_bench_load_arguments(p: argparse.ArgumentParser) -> None:
                       help="re-run the schedule of a previous run's requests.jsonl (open loop)")
     load.add_argument("--max-concurrency", type=int, default=None, metavar="N",
                       help="open loop: at most N in flight; later ones wait in the client")
-    load.add_argument("--requests", type=int, default=None, metavar="N",
+    load.add_argument("--requests", "--num-prompts", dest="requests", type=int, default=None,
+                      metavar="N",
                       help="requests per point (default max(10, 4 x concurrency), "
                            "or 10 s of arrivals)")
     load.add_argument("--duration", type=float, default=None, metavar="S",
@@ -84,16 +97,19 @@ def _add_bench_request_arguments(p: argparse.ArgumentParser) -> None:
     req.add_argument("--prompt-words", type=int, default=32, metavar="N",
                      help="without --prompt-file: generated prompts of N words (default 32)")
     req.add_argument("--num-predict", "--max-tokens", dest="num_predict", type=int, default=64,
-                     metavar="N", help="output tokens per request (default 64)")
+                     metavar="N", help="output tokens per request (default 64; llama.cpp "
+                                       "with --dialect openai needs a limit)")
     req.add_argument("--think", action="store_true", help="ask the model to think first")
-    req.add_argument("-o", "--option", action="append", type=argtype(parse_option), default=[],
-                     metavar="KEY=VALUE", help="an Ollama option, e.g. -o temperature=0")
+    req.add_argument("-O", "--option", action="append", type=argtype(parse_option), default=[],
+                     metavar="KEY=VALUE", help="an Ollama option, e.g. -O temperature=0")
     add_host_argument(req)  # type: ignore[arg-type]
 
 
 def register(sub: Any) -> None:
     p = sub.add_parser(
         "bench", help="measure TTFT, TPOT, throughput; `bench compare A B` compares runs",
+        usage="%(prog)s [options]   (run a benchmark)\n"
+              "       %(prog)s compare RUN [RUN ...] [-o PNG]   (compare earlier runs)",
         description="Benchmark a server: closed-loop concurrency sweeps or open-loop rates, "
                     "with the client's own accuracy measured and printed.")
     _add_bench_load_arguments(p)
@@ -101,20 +117,23 @@ def register(sub: Any) -> None:
     out = p.add_argument_group("output")
     out.add_argument("--slo", default=None, metavar="ttft=MS,tpot=MS,e2e=MS",
                      help="report goodput: requests meeting every given objective")
-    out.add_argument("--out", default=None, metavar="DIR",
+    out.add_argument("-o", "--output", "--out", dest="out", default=None, metavar="DIR",
                      help="write run.json, requests.jsonl, summary.csv, charts and a "
                           "self-contained report.html here")
-    out.add_argument("--no-plot", action="store_true", help="no PNG charts with --out")
+    out.add_argument("--no-plot", action="store_true", help="no PNG charts with -o")
     out.add_argument("--no-calibrate", action="store_true",
                      help="skip measuring the client's floor against the built-in emulator")
     out.add_argument("--no-load", action="store_true", help="do not preload the model")
     out.add_argument("-q", "--quiet", action="store_true", help="no progress notes on stderr")
-    nested = p.add_subparsers(dest="bench_command", metavar="compare")
-    cmp = nested.add_parser("compare", help="put the results of several runs side by side")
+    nested = p.add_subparsers(dest="bench_command", title="sub-commands", metavar="")
+    cmp = nested.add_parser("compare", prog="streamkit bench compare",
+                            help="put the results of earlier runs side by side (no benchmark)",
+                            description="Put the results of earlier `bench -o DIR` runs side "
+                                        "by side.")
     cmp.add_argument("runs", nargs="+", metavar="RUN",
-                     help="--out directories (or their run.json) of earlier runs")
-    cmp.add_argument("--out", dest="compare_out", default=None, metavar="PNG",
-                     help="also draw the runs' load charts overlaid into this PNG")
+                     help="-o directories (or their run.json) of earlier runs")
+    cmp.add_argument("-o", "--output", "--out", dest="compare_out", default=None,
+                     metavar="PNG", help="also draw the runs' load charts overlaid into this PNG")
     cmp.add_argument("--force", action="store_true",
                      help="compare runs whose load shape or token budgets differ (labelled)")
     p.set_defaults(func=_cmd_bench)
@@ -164,7 +183,33 @@ def _bench_compare(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+@contextlib.contextmanager
+def _api_key_in_env(args: argparse.Namespace) -> Iterator[None]:
+    """``--api-key`` as the dialect's key variable while the benchmark runs: every
+    Client it builds, in this process and in its shard processes, reads it."""
+    key = getattr(args, "api_key", None)
+    if key is None:
+        yield
+        return
+    name = API_KEY_ENV[args.dialect]
+    previous = os.environ.get(name)
+    os.environ[name] = key.reveal()
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ[name]
+        else:
+            os.environ[name] = previous
+
+
 def _bench_run(args: argparse.Namespace) -> int:
+    check_output_path(args.out)
+    with _api_key_in_env(args):
+        return _bench_measure(args)
+
+
+def _bench_measure(args: argparse.Namespace) -> int:
     from ..bench import format_point, run_bench, write_outputs
 
     config = _bench_config(args)
