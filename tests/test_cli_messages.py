@@ -25,7 +25,7 @@ MODELS = ("llama3.2", "llama3.1", "qwen3", "gemma3", "mistral", "phi4", "llava")
 
 @pytest.fixture()
 def many_models() -> Iterator[emulator.Emulator]:
-    with emulator.Emulator(emulator.EmulatorConfig(models=MODELS)) as server:
+    with emulator.Emulator(emulator.EmulatorConfig(models=MODELS, embed_models=())) as server:
         yield server
 
 
