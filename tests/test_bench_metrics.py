@@ -9,7 +9,7 @@ from typing import Any, Optional
 
 import pytest
 
-from streamkit.bench import report
+from streamkit.bench import compare, report
 from streamkit.bench.load import LoadPlan
 from streamkit.bench.metrics import (
     Distribution,
@@ -260,7 +260,7 @@ def test_compare_two_runs(tmp_path: object) -> None:
     report.write_outputs(make_run(300.0, "fast"), a, plots=False)
     report.write_outputs(make_run(330.0, "slow"), b, plots=False)
     runs = [("a", report.load_run(a)), ("b", report.load_run(b))]
-    text = report.format_compare(runs)
+    text = compare.format_compare(runs)
     lines = text.splitlines()
     assert lines[0].split()[:2] == ["point", "run"]
     assert sum(1 for line in lines if line.startswith("concurrency 1")) == 2
@@ -375,7 +375,7 @@ def test_compare_marks_estimates(tmp_path: Any) -> None:
     a, b = f"{tmp_path}/a", f"{tmp_path}/b"
     report.write_outputs(make_run(), a, plots=False)
     report.write_outputs(make_uncounted_run(), b, plots=False)
-    text = report.format_compare([("a", report.load_run(a)), ("b", report.load_run(b))])
+    text = compare.format_compare([("a", report.load_run(a)), ("b", report.load_run(b))])
     assert "~20.00" in text and "~ = estimated" in text
     assert "TPOT p50 -" in text  # an estimate is not compared with a server count
 

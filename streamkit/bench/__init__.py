@@ -23,9 +23,10 @@ from __future__ import annotations
 
 from .arrival import arrival_offsets
 from .calibrate import Calibration, calibrate
+from .compare import format_compare
 from .load import LoadPlan
 from .metrics import FORMULAS, Distribution, PointSummary, RequestRecord, Slo, summarize
-from .report import SUMMARY_COLUMNS, format_compare, format_point, load_run, write_outputs
+from .report import SUMMARY_COLUMNS, format_point, load_run, write_outputs
 from .runner import BUILTIN, BenchConfig, BenchRun, PointResult, run_bench
 from .search import Probe, SearchResult
 from .sharding import ShardDecision

@@ -1,4 +1,6 @@
-"""Bench output: console tables, run.json, requests.jsonl, summary.csv, compare.
+"""Bench output: console tables, run.json, requests.jsonl, summary.csv.
+
+``bench compare``'s table is in :mod:`.compare`.
 
 File formats (stable; ``summary.csv`` columns are :data:`SUMMARY_COLUMNS`):
 
@@ -24,7 +26,7 @@ import csv
 import json
 import os
 import platform
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
 
 from .._version import __version__
 from ..errors import ConfigError, StreamkitError
@@ -36,7 +38,6 @@ __all__ = [
     "RUN_SCHEMA",
     "SUMMARY_COLUMNS",
     "environment",
-    "format_compare",
     "format_point",
     "load_run",
     "request_rows",
@@ -258,7 +259,8 @@ def _write_csv(run: Any, out_dir: str) -> str:
 # --- console -----------------------------------------------------------------------
 
 
-def _fmt(value: Optional[float], digits: int = 1) -> str:
+def fmt(value: Optional[float], digits: int = 1) -> str:
+    """A number for a table cell (``-`` for none)."""
     return "-" if value is None else f"{value:.{digits}f}"
 
 
@@ -285,7 +287,7 @@ def _metric_table(metrics: Mapping[str, Distribution], token_counts: str) -> Lis
 def _metric_row(name: str, d: Optional[Distribution]) -> str:
     d = d or Distribution()
     return f"  {_DISPLAY[name]:<20}{d.count:>7}" + "".join(
-        f"{_fmt(getattr(d, s)):>9}" for s in ("mean", "p50", "p90", "p95", "p99", "max"))
+        f"{fmt(getattr(d, s)):>9}" for s in ("mean", "p50", "p90", "p95", "p99", "max"))
 
 
 def _throughput(s: Any) -> str:
@@ -300,13 +302,13 @@ def _decode_rates(s: Any) -> str:
     m = s.metrics
     if s.token_counts == "none":
         est = m.get("client_tps_estimated", Distribution()).mean
-        return (f"  decode rate: server n/a ({NO_COUNTS}) · client ~{_fmt(est)} chunks/s "
+        return (f"  decode rate: server n/a ({NO_COUNTS}) · client ~{fmt(est)} chunks/s "
                 f"(1000/TPOT, {ESTIMATE_NOTE}) · prompt eval "
-                f"{_fmt(m['prompt_eval_rate'].mean)} tok/s")
-    return (f"  decode rate: server eval {_fmt(m['eval_rate'].mean)} tok/s · client "
-            f"{_fmt(m['client_tps'].mean)} tok/s (1000/TPOT) · prompt eval "
-            f"{_fmt(m['prompt_eval_rate'].mean)} tok/s · "
-            f"{_fmt(m['tokens_per_chunk'].mean, 2)} tokens/chunk")
+                f"{fmt(m['prompt_eval_rate'].mean)} tok/s")
+    return (f"  decode rate: server eval {fmt(m['eval_rate'].mean)} tok/s · client "
+            f"{fmt(m['client_tps'].mean)} tok/s (1000/TPOT) · prompt eval "
+            f"{fmt(m['prompt_eval_rate'].mean)} tok/s · "
+            f"{fmt(m['tokens_per_chunk'].mean, 2)} tokens/chunk")
 
 
 def format_point(point: Any) -> str:
@@ -331,7 +333,7 @@ def format_point(point: Any) -> str:
     cpu = "-" if s.client_cpu is None else f"{s.client_cpu:.0%}"
     coalesced = "-" if s.coalesced_frac is None else f"{s.coalesced_frac:.1%}"
     lines.append(f"  health: client CPU {cpu} of a core · dispatch delay p50 "
-                 f"{_fmt(m['dispatch_ms'].p50, 2)} / p99 {_fmt(m['dispatch_ms'].p99, 2)} ms · "
+                 f"{fmt(m['dispatch_ms'].p50, 2)} / p99 {fmt(m['dispatch_ms'].p99, 2)} ms · "
                  f"coalesced chunks {coalesced}")
     sharding = getattr(point, "sharding", None)
     if sharding is not None and (sharding.auto or sharding.processes > 1):
@@ -357,80 +359,3 @@ def load_run(path: str) -> Dict[str, Any]:
     if not isinstance(data, dict) or data.get("schema") != RUN_SCHEMA:
         raise ConfigError(f"{file!r} is not a streamkit bench run.json")
     return data
-
-
-_COMPARE_COLUMNS = (
-    ("req/s", ("req_per_s",)), ("tok/s", ("output_tok_per_s",)),
-    ("TTFT p50", ("metrics", "ttft_ms", "p50")), ("TTFT p99", ("metrics", "ttft_ms", "p99")),
-    ("TPOT p50", ("metrics", "tpot_ms", "p50")), ("TPOT p99", ("metrics", "tpot_ms", "p99")),
-    ("E2E p50", ("metrics", "e2e_ms", "p50")),
-    ("sched E2E p99", ("metrics", "sched_e2e_ms", "p99")),
-    ("eval tok/s", ("metrics", "eval_rate", "mean")), ("failed", ("failed",)),
-)
-
-
-# Where a run has no server token counts, these columns show the chunk estimate.
-_ESTIMATES = {"tok/s": ("output_tok_per_s_estimated",),
-              "TPOT p50": ("metrics", "tpot_ms_estimated", "p50"),
-              "TPOT p99": ("metrics", "tpot_ms_estimated", "p99")}
-
-
-def _dig(data: Any, keys: Sequence[str]) -> Optional[float]:
-    for key in keys:
-        if not isinstance(data, dict):
-            return None
-        data = data.get(key)
-    return data if isinstance(data, (int, float)) else None
-
-
-def compare_rows(runs: Sequence[Tuple[str, Mapping[str, Any]]]) -> List[Dict[str, Any]]:
-    """One row per (point, run), points in first-seen order, runs side by side."""
-    by_point: Dict[str, List[Dict[str, Any]]] = {}
-    for name, data in runs:
-        for p in data.get("points", []):
-            s = p.get("summary", {})
-            row: Dict[str, Any] = {"point": s.get("label"), "run": name,
-                                   "model": data.get("config", {}).get("model")}
-            row.update({col: _dig(s, keys) for col, keys in _COMPARE_COLUMNS})
-            row["estimated"] = sorted(col for col, keys in _ESTIMATES.items()
-                                      if row[col] is None and _dig(s, keys) is not None)
-            row.update({col: _dig(s, _ESTIMATES[col]) for col in row["estimated"]})
-            by_point.setdefault(str(s.get("label")), []).append(row)
-    return [row for rows in by_point.values() for row in rows]
-
-
-def format_compare(runs: Sequence[Tuple[str, Mapping[str, Any]]]) -> str:
-    """Runs side by side, one line per (point, run); latencies in ms.
-
-    For the same point in several runs, later runs show their TTFT/TPOT p50
-    and tok/s change against the first run. A value marked ``~`` is an
-    estimate from text chunks (that run's server sent no token counts).
-    """
-    rows = compare_rows(runs)
-    width = max([len(str(r["run"])) for r in rows] + [3])
-    head = f"{'point':<18}{'run':<{width + 2}}" + "".join(f"{c:>14}" for c, _ in _COMPARE_COLUMNS)
-    lines = [head]
-    first: Dict[str, Dict[str, Any]] = {}
-    for row in rows:
-        base = first.setdefault(str(row["point"]), row)
-        cells = "".join(f"{_cell(row, c):>14}" for c, _ in _COMPARE_COLUMNS)
-        lines.append(f"{row['point']!s:<18}{row['run']!s:<{width + 2}}{cells}")
-        if base is not row:
-            deltas = [_delta(col, row, base) for col in ("tok/s", "TTFT p50", "TPOT p50")]
-            lines.append(f"{'':<18}{'':<{width + 2}}  vs {base['run']}: " + ", ".join(deltas))
-    if any(row["estimated"] for row in rows):
-        lines.append(f"~ = {ESTIMATE_NOTE} ({NO_COUNTS})")
-    return "\n".join(lines)
-
-
-def _cell(row: Mapping[str, Any], col: str) -> str:
-    text = _fmt(row[col], 2)
-    return "~" + text if col in row["estimated"] else text
-
-
-def _delta(col: str, row: Mapping[str, Any], base: Mapping[str, Any]) -> str:
-    a, b = base.get(col), row.get(col)
-    if not a or b is None or (col in base["estimated"]) != (col in row["estimated"]):
-        return f"{col} -"  # an estimate is not compared with a server count
-    return f"{col} {100.0 * (b - a) / a:+.1f}%"
-
