@@ -19,7 +19,7 @@ from .common import (
 )
 
 if TYPE_CHECKING:
-    from ..client import Conversation
+    from ..conversation import Conversation
     from ..stream import Stream
 
 
@@ -124,7 +124,7 @@ def chat_loop(conversation: Conversation, lines: Iterable[str], out: TextIO,
 
 
 def _chat(args: argparse.Namespace) -> int:
-    from ..client import Conversation
+    from ..conversation import Conversation
     text = read_prompt(args.prompt, sys.stdin)
     images = read_images(args.images)
     with open_client(args) as client:
