@@ -8,6 +8,18 @@ Crash safety rests on three rules:
    cuts a torn last line (no newline, or not JSON) off the file.
 3. The writer refuses an id it has already written.
 
+Each result record carries ``request_hash``, the hash of the request that
+produced it (:func:`~streamkit.batch.cache.request_key`). On resume, an id
+whose prompt changed since is *superseded*: :func:`drop_ids` rewrites the
+file without its line (temporary file, fsync, atomic rename) before the id
+is run again, so a reader never sees two lines for one id. A record
+without ``request_hash`` (written by an older version) is kept as is.
+
+Only regular files are accepted (:func:`require_regular_file`): the file is
+read back on resume, and a pipe or a device cannot be. A failed write (disk
+full) raises :class:`OutputWriteError`; everything written before it is
+whole and kept.
+
 Records reach the kernel at once (no userspace buffer); a :class:`Syncer`
 thread fsyncs dirty files every second, and :meth:`RecordWriter.close`
 fsyncs once more.
@@ -21,24 +33,31 @@ the next run drops.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
+import math
 import os
+import stat
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Protocol, Set
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Protocol, Set, Tuple
 
 from .. import _json
-from ..errors import ConfigError, ResponseError
+from ..errors import ConfigError, ResponseError, StreamkitError
 from ..records import Result, Timing
 
 __all__ = [
     "ErrorLog",
+    "OutputWriteError",
     "RecordWriter",
     "ResumeState",
     "Syncer",
     "encode",
     "error_record",
+    "drop_ids",
     "errors_path",
+    "require_regular_file",
     "result_record",
     "scan_output",
 ]
@@ -53,9 +72,84 @@ def errors_path(output: str) -> str:
     return stem + ".errors.jsonl"
 
 
+class OutputWriteError(StreamkitError):
+    """A result or error file could not be written (disk full, quota, I/O error).
+
+    ``errno`` is the OS error number. Every record written before it is whole.
+    """
+
+    def __init__(self, path: str, exc: OSError) -> None:
+        super().__init__(f"cannot write {path!r}: {exc.strerror or exc}")
+        self.path = path
+        self.errno = exc.errno
+
+
+# Out of room or failing storage: the run stops (OutputWriteError). Other
+# errors (permissions, a missing directory) are configuration errors.
+_STORAGE_ERRNOS = frozenset(getattr(errno, name) for name in ("ENOSPC", "EDQUOT", "EFBIG", "EIO")
+                            if hasattr(errno, name))
+
+
+def _write_error(path: str, exc: OSError) -> StreamkitError:
+    if exc.errno in _STORAGE_ERRNOS:
+        return OutputWriteError(path, exc)
+    return ConfigError(f"cannot write {path!r}: {exc.strerror}")
+
+
+def require_regular_file(path: str) -> None:
+    """Refuse an existing ``path`` that is not a regular file (a pipe, a device).
+
+    Checked with ``stat`` before any open: opening a FIFO blocks, and a
+    device like ``/dev/zero`` reads forever.
+
+    Raises:
+        ConfigError: ``path`` exists and is not a regular file.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path!r}: {exc.strerror}") from exc
+    if not stat.S_ISREG(mode):
+        raise ConfigError(f"{path!r} is not a regular file: the output must be one, since "
+                          "it is read back to resume (write to a file, then copy it)")
+
+
 def encode(record: Mapping[str, Any]) -> bytes:
-    """One JSON line, UTF-8, newline included."""
-    return (json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
+    """One JSON line, UTF-8, newline included; always valid JSON.
+
+    A lone surrogate (which UTF-8 cannot carry) becomes U+FFFD and a NaN or
+    infinite float becomes null, so no record is refused or written invalid.
+    """
+    try:
+        text = json.dumps(record, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        return (text + "\n").encode()
+    except (ValueError, UnicodeEncodeError):
+        text = json.dumps(_sanitized(record), ensure_ascii=False, allow_nan=False,
+                          separators=(",", ":"))
+        return (text + "\n").encode()
+
+
+def _sanitized(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.encode("utf-8", "replace").decode("utf-8") if _has_surrogate(value) \
+            else value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {_sanitized(k): _sanitized(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_sanitized(v) for v in value]
+    return value
+
+
+def _has_surrogate(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 # --- records -------------------------------------------------------------------
@@ -77,10 +171,13 @@ def timing_record(timing: Timing) -> Dict[str, Any]:
     return {k: v for k, v in values.items() if v is not None}
 
 
-def result_record(result: Result, record_id: str) -> Dict[str, Any]:
+def result_record(result: Result, record_id: str,
+                  request_hash: Optional[str] = None) -> Dict[str, Any]:
     """The OUT line for a successful Result (the format is in docs/batch.md)."""
-    record: Dict[str, Any] = {"id": record_id, "model": result.model, "host": result.host,
-                              "response": result.text}
+    record: Dict[str, Any] = {"id": record_id}
+    if request_hash is not None:
+        record["request_hash"] = request_hash
+    record.update(model=result.model, host=result.host, response=result.text)
     if result.thinking:
         record["thinking"] = result.thinking
     if result.tool_calls:
@@ -112,6 +209,7 @@ class ResumeState:
     """What an existing OUT holds: its ids, and how much of it is sound."""
 
     done: Set[str] = field(default_factory=set)
+    hashes: Dict[str, str] = field(default_factory=dict)  # id → request_hash, where stored
     good_size: int = 0        # bytes up to the end of the last complete record
     torn_bytes: int = 0       # bytes after it (a torn last line) to be cut off
     records: int = 0
@@ -125,9 +223,11 @@ def scan_output(path: str) -> ResumeState:
 
     Raises:
         ConfigError: a bad line *before* the last one (not a crash artefact:
-            someone edited the file); names the file and line.
+            someone edited the file); names the file and line. ``path`` is
+            not a regular file.
     """
     state = ResumeState()
+    require_regular_file(path)
     try:
         handle = open(path, "rb")  # noqa: SIM115 - closed below
     except FileNotFoundError:
@@ -140,30 +240,62 @@ def scan_output(path: str) -> ResumeState:
             if bad_line is not None:
                 raise ConfigError("not a JSON result record; fix or delete this line, then "
                                   "rerun", path=path, line=bad_line)
-            record_id = _record_id(raw) if raw.endswith(b"\n") else None
-            if record_id is None:
+            record = _record(raw) if raw.endswith(b"\n") else None
+            if record is None:
                 bad_line = number
                 state.torn_bytes = len(raw)
                 continue
+            record_id, request_hash = record
             state.done.add(record_id)
+            if request_hash is not None:
+                state.hashes[record_id] = request_hash
             state.records += 1
             state.good_size += len(raw)
     return state
 
 
-def _record_id(raw: bytes) -> Optional[str]:
+def _record(raw: bytes) -> Optional[Tuple[str, Optional[str]]]:
+    """(id, request_hash or None) of a result line; None if it is not one."""
     try:
         value = _json.loads(raw)
     except _json.DECODE_ERRORS:
         return None
     record_id = value.get("id") if isinstance(value, dict) else None
-    return record_id if isinstance(record_id, str) else None
+    if not isinstance(record_id, str):
+        return None
+    request_hash = value.get("request_hash")
+    return record_id, request_hash if isinstance(request_hash, str) else None
 
 
 def repair(path: str, state: ResumeState) -> None:
     """Cut a torn last line off ``path`` (no-op when there is none)."""
     if state.torn_bytes:
         os.truncate(path, state.good_size)
+
+
+def drop_ids(path: str, ids: Set[str]) -> None:
+    """Rewrite ``path`` without the lines of ``ids`` (temp file, fsync, atomic rename).
+
+    A reader sees the old file or the new one, never a mix; the caller must
+    hold the output's lock. Lines are copied as they are, streaming.
+
+    Raises:
+        OutputWriteError: the copy cannot be written (the original is kept).
+    """
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        with open(path, "rb") as src, open(tmp, "wb") as dst:
+            for raw in src:
+                record = _record(raw)
+                if record is None or record[0] not in ids:
+                    dst.write(raw)
+            dst.flush()
+            os.fsync(dst.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise _write_error(path, exc) from exc
 
 
 # --- writers -------------------------------------------------------------------
@@ -190,36 +322,57 @@ class RecordWriter:
         self._lock = threading.Lock()
         self._dirty = False
         self._closed = False
+        self._sync_error: Optional[OSError] = None
 
     def write(self, record: Mapping[str, Any]) -> bool:
         """Append one record; False (nothing written) if its id is already in the file."""
         record_id = record["id"]
         if record_id in self.done:
             return False
-        _write_all(self._fd, encode(record))
+        self._write(encode(record))
         self.done.add(record_id)
         self._dirty = True
         return True
 
     def append(self, record: Mapping[str, Any]) -> None:
         """Append one record whatever its id (for the error file)."""
-        _write_all(self._fd, encode(record))
+        self._write(encode(record))
         self._dirty = True
 
+    def _write(self, data: bytes) -> None:
+        try:
+            _write_all(self._fd, data)
+        except OSError as exc:
+            raise _write_error(self.path, exc) from exc
+
     def sync(self) -> None:
-        """fsync if anything was written since the last sync."""
+        """fsync if anything was written since the last sync.
+
+        A failure is kept and raised by :meth:`close` (the Syncer thread
+        has no one to raise it to).
+        """
         with self._lock:
             if self._dirty and not self._closed:
                 self._dirty = False
-                os.fsync(self._fd)
+                try:
+                    os.fsync(self._fd)
+                except OSError as exc:
+                    self._sync_error = self._sync_error or exc
 
     def close(self) -> None:
-        """fsync and close; idempotent."""
+        """fsync and close; idempotent.
+
+        Raises:
+            OutputWriteError: an fsync failed (disk full, I/O error).
+        """
         self.sync()
         with self._lock:
             if not self._closed:
                 self._closed = True
                 os.close(self._fd)
+            error, self._sync_error = self._sync_error, None
+        if error is not None:
+            raise _write_error(self.path, error)
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -345,4 +498,6 @@ def _rewrite(path: str, records: Iterable[Mapping[str, Any]]) -> None:
             os.fsync(out.fileno())
         os.replace(tmp, path)
     except OSError as exc:
-        raise ConfigError(f"cannot write {path!r}: {exc.strerror}") from exc
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise _write_error(path, exc) from exc
