@@ -181,14 +181,17 @@ def run_batch(inputs: str, output: str, *, config: Optional[BatchConfig] = None,
     show = sys.stderr.isatty() if config.progress is None else config.progress
     with InputFile(inputs, stdin) as (path, display):
         scan = scan_file(path, config, display)
-        if scan.problem_count and not config.skip_invalid:
-            raise PromptFileError(scan.problems, scan.problem_count)
-        for problem in scan.problems:
-            _say(report, f"skipped: {problem}")
-        if scan.problem_count > len(scan.problems):
-            _say(report, f"skipped: ... and {scan.problem_count - len(scan.problems)} more")
-        run = _Run(config, path, display, scan, report=report, progress=show)
-        return run.execute(config.cache, stop or threading.Event(), client)
+        try:
+            if scan.problem_count and not config.skip_invalid:
+                raise PromptFileError(scan.problems, scan.problem_count)
+            for problem in scan.problems:
+                _say(report, f"skipped: {problem}")
+            if scan.problem_count > len(scan.problems):
+                _say(report, f"skipped: ... and {scan.problem_count - len(scan.problems)} more")
+            run = _Run(config, path, display, scan, report=report, progress=show)
+            return run.execute(config.cache, stop or threading.Event(), client)
+        finally:
+            scan.close()
 
 
 def _say(report: Optional[Report], message: str) -> None:
@@ -262,12 +265,6 @@ class _Run:
         _say(self.report, f"{len(changed)} prompt(s) changed since their answer was written "
                           f"({named}{more}): their old answers are dropped and they run again")
 
-    def _todo(self, done: Set[str]) -> int:
-        if not done:
-            return self.scan.prompts
-        return sum(1 for i, line in self.scan.ids.ids.items()
-                   if i not in done and line not in self.scan.duplicate_lines)
-
     # -- the input side (runs in the thread iterating Dispatcher.map) ------------
 
     def _requests(self, done: Set[str]) -> Iterator[Request]:
@@ -300,8 +297,8 @@ class _Run:
                 cache_obj = _digest_keyed(cache_obj, self.config, client)
             writer, errors, repaired = self._open_output()
             done = writer.done
-            skipped = sum(1 for i in self.scan.ids.ids if i in done)
-            todo = self._todo(done)
+            skipped = self.scan.ids.count_in(done) if done else 0
+            todo = self.scan.prompts - skipped
             bar = _progress_bar(todo) if self.show_progress and todo else None
             syncer = Syncer([writer, errors])
             try:
