@@ -209,7 +209,8 @@ class ResumeState:
     """What an existing OUT holds: its ids, and how much of it is sound."""
 
     done: Set[str] = field(default_factory=set)
-    hashes: Dict[str, str] = field(default_factory=dict)  # id → request_hash, where stored
+    # id → short_hash(request_hash), where stored (an int: a third of the memory of the text)
+    hashes: Dict[str, int] = field(default_factory=dict)
     good_size: int = 0        # bytes up to the end of the last complete record
     torn_bytes: int = 0       # bytes after it (a torn last line) to be cut off
     records: int = 0
@@ -248,7 +249,7 @@ def scan_output(path: str) -> ResumeState:
             record_id, request_hash = record
             state.done.add(record_id)
             if request_hash is not None:
-                state.hashes[record_id] = request_hash
+                state.hashes[record_id] = short_hash(request_hash)
             state.records += 1
             state.good_size += len(raw)
     return state
@@ -265,6 +266,14 @@ def _record(raw: bytes) -> Optional[Tuple[str, Optional[str]]]:
         return None
     request_hash = value.get("request_hash")
     return record_id, request_hash if isinstance(request_hash, str) else None
+
+
+def short_hash(request_hash: str) -> int:
+    """The first 64 bits of a hex ``request_hash`` (what resume compares); -1 if not hex."""
+    try:
+        return int(request_hash[:16], 16)
+    except ValueError:
+        return -1
 
 
 def repair(path: str, state: ResumeState) -> None:

@@ -63,6 +63,7 @@ from .output import (
     require_regular_file,
     result_record,
     scan_output,
+    short_hash,
 )
 
 __all__ = ["BatchSummary", "build_request", "run_batch"]
@@ -253,7 +254,8 @@ class _Run:
             if isinstance(item, Problem) or item.line in self.scan.duplicate_lines:
                 continue
             stored = state.hashes.get(item.id)
-            if stored is not None and stored != request_key(build_request(item, self.config)):
+            if stored is not None and stored != short_hash(
+                    request_key(build_request(item, self.config))):
                 changed.append(item.id)
         if not changed:
             return
