@@ -22,7 +22,7 @@ from typing import IO, Dict, List, Optional, Sequence, Set, Tuple
 from ..errors import ConfigError
 from .config import MAX_PROBLEMS, BatchConfig
 from .input import InputFile, Problem, PromptLine, read_prompts
-from .output import scan_output
+from .resume import scan_output
 
 __all__ = ["CheckReport", "IdChecker", "PromptFileError", "Scan", "check_prompts",
            "scan_file", "scan_prompts"]

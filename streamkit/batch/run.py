@@ -55,16 +55,12 @@ from .lock import OutputLock
 from .output import (
     ErrorLog,
     RecordWriter,
-    ResumeState,
     Syncer,
-    drop_ids,
     error_record,
-    repair,
     require_regular_file,
     result_record,
-    scan_output,
-    short_hash,
 )
+from .resume import ResumeState, drop_ids, repair, scan_output, short_hash
 
 __all__ = ["BatchSummary", "build_request", "run_batch"]
 
