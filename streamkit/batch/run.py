@@ -47,7 +47,7 @@ from typing import (
 from ..config import HostSpec
 from ..errors import Cancelled
 from ..records import ChatRequest, GenerateRequest, Request, ResponseCache, Result
-from .cache import DigestKeyedCache, request_key
+from .cache import digest_keyed, request_key
 from .check import PromptFileError, Scan, scan_file
 from .config import BatchConfig
 from .input import InputFile, Problem, PromptLine, read_prompts
@@ -66,7 +66,6 @@ __all__ = ["BatchSummary", "build_request", "run_batch"]
 
 STOP_POLL_S = 0.05          # how fast the stop watcher sees ``stop`` being set
 PROGRESS_REFRESH_S = 0.25   # postfix updates (failed, in flight, tok/s) at most this often
-DIGEST_TIMEOUT_S = 10.0     # asking a host for its models' digests (for the cache key)
 LISTED_CHANGES = 10         # changed ids named in the message (all are counted)
 
 log = logging.getLogger("streamkit")
@@ -292,7 +291,8 @@ class _Run:
         owned_cache, cache_obj = _open_cache(cache)
         try:
             if cache_obj is not None:
-                cache_obj = _digest_keyed(cache_obj, self.config, client)
+                cache_obj = digest_keyed(cache_obj, self.config.hosts, self.config.dialect,
+                                         client)
             writer, errors, repaired = self._open_output()
             done = writer.done
             skipped = self.scan.ids.count_in(done) if done else 0
@@ -408,39 +408,6 @@ def _close_quietly(syncer: Syncer, writer: RecordWriter, errors: ErrorLog, bar: 
             close()
         except Exception as exc:
             log.warning("batch: while stopping: %s", exc)
-
-
-def _digest_keyed(cache: ResponseCache, config: BatchConfig, client: Any) -> ResponseCache:
-    """``cache`` keyed by the models' digests too (see DigestKeyedCache).
-
-    The openai dialect publishes no digest: its cache is keyed by name only.
-    """
-    if config.dialect != "ollama":
-        return cache
-    from ..client import Client
-    from ..config import Timeouts
-    timeouts = Timeouts(connect=DIGEST_TIMEOUT_S, first_token=DIGEST_TIMEOUT_S,
-                        total=DIGEST_TIMEOUT_S)
-    hosts: List[Optional[str]] = [h if isinstance(h, str) else h[0]
-                                  for h in config.hosts or ()]
-    if not hosts:
-        hosts = [client.host] if client is not None else [None]
-    digests: Dict[str, List[str]] = {}
-    for host in hosts:
-        try:
-            with Client(host, timeouts=timeouts) as probe:
-                listed = probe.models()
-        except Exception as exc:
-            log.warning("cache: cannot list the models of %s (%s); the cache key uses "
-                        "the other hosts' digests", host or "the default host", exc)
-            continue
-        for entry in listed:
-            name, digest = entry.get("name") or entry.get("model"), entry.get("digest")
-            if isinstance(name, str) and isinstance(digest, str):
-                digests.setdefault(name, []).append(digest)
-    # Several hosts may hold different builds of one name: the key holds them all.
-    joined = {name: ",".join(sorted(set(found))) for name, found in digests.items()}
-    return DigestKeyedCache(cache, joined)
 
 
 def _host_slots(config: BatchConfig) -> Optional[List[HostSpec]]:
