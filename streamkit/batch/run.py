@@ -166,7 +166,10 @@ def run_batch(inputs: str, output: str, *, config: Optional[BatchConfig] = None,
     Raises:
         PromptFileError: bad lines (before any request) unless ``skip_invalid``.
         ConfigError: bad options, unreadable input, unwritable output, an
-            output whose lines before the last are not result records.
+            output whose lines before the last are not result records, an
+            output that is not a regular file.
+        OutputBusy: another run holds the output's lock (a ConfigError).
+        OutputWriteError: the disk filled up (what was written is kept).
         KeyboardInterrupt: after stopping as for ``stop``.
         TypeError: an option that is not a BatchConfig field.
     """
