@@ -24,7 +24,14 @@ from .config import (
     dialect_base_url,
     parse_host,
 )
-from .errors import ConfigError, ConnectError, ResponseError, ServerStreamError, StreamTimeout
+from .errors import (
+    ConfigError,
+    ConnectError,
+    ResponseError,
+    ServerStreamError,
+    StreamError,
+    StreamTimeout,
+)
 from .records import (
     ChatRequest,
     EmbedRequest,
@@ -41,6 +48,8 @@ from .wire.lines import LineFramer
 
 __all__ = ["Client", "Conversation"]
 
+# Deadlines for a whole info exchange (connect, head, body), however slowly
+# the bytes come; the bodies are capped by _http.INFO_BODY_LIMIT.
 INFO_TIMEOUT_S = 30.0  # /api/tags, /api/version: small replies, but the server may be busy
 PING_TIMEOUT_S = 5.0
 DEFAULT_TIMEOUTS = Timeouts()
@@ -275,7 +284,8 @@ class Client:
     def models(self) -> List[Dict[str, Any]]:
         """The models the server has: ``/api/tags`` entries, or ``/v1/models`` ``data``.
 
-        Raises ConnectError, StreamTimeout, ResponseError.
+        Raises ConnectError, StreamTimeout, ResponseError; ProtocolError (ResponseTooLarge)
+        for a compressed or oversized reply.
         """
         if self.dialect == "openai":
             data = self._get_json("models")
@@ -287,7 +297,7 @@ class Client:
         """The server's version string (``/api/version``); None for the openai dialect,
         which has no version endpoint.
 
-        Raises ConnectError, StreamTimeout, ResponseError.
+        Raises ConnectError, StreamTimeout, ResponseError, ProtocolError (as models()).
         """
         if self.dialect == "openai":
             return None
@@ -298,13 +308,14 @@ class Client:
     def ping(self) -> bool:
         """True if the server answers; False if it is unreachable, slow or erroring.
 
-        Never raises for an unreachable server; waits at most a few seconds.
+        Never raises for an unreachable or misbehaving server; returns within
+        about ``PING_TIMEOUT_S`` (5 s) however slowly the server answers.
         """
         path = "models" if self.dialect == "openai" else "api/version"
         timeout = min(self.timeouts.connect or PING_TIMEOUT_S, PING_TIMEOUT_S)
         try:
             status, _ = self.transport.request_json("GET", self._url(path), timeout=timeout)
-        except (ConnectError, StreamTimeout, ResponseError):
+        except (ConnectError, StreamTimeout, ResponseError, StreamError):
             return False
         return 200 <= status < 300
 

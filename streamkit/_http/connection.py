@@ -44,8 +44,11 @@ COALESCE_MAX = 64 * 1024
 """Largest request body sent in one piece with its head."""
 
 ACTIVE = threading.local()
-"""``ACTIVE.token``: the CancelToken of the attempt sending in this thread
-(set by the transport around a send, None otherwise), read by the pools."""
+"""What the transport tells the layers below about the request sending in
+this thread (set around a send, unset otherwise): ``ACTIVE.token``, the
+attempt's CancelToken, read by the pools; ``ACTIVE.head_timeout``, seconds
+the status line and headers may take in all (None: no limit), read when the
+response's socket file is made."""
 
 _log = logging.getLogger("streamkit")
 _warned_unstamped = threading.Event()  # the fallback warning is logged once per process
@@ -62,23 +65,42 @@ class StampedReader(io.RawIOBase):
     bytes that arrived with the headers and wait in the buffer while they
     are parsed keep their arrival time. ``sock`` is the socket read (None
     when the reader is not a plain socket's, e.g. TLS inside a TLS proxy).
+
+    A socket timeout bounds each ``recv``, so a server sending one byte at
+    a time never trips it. ``deadline`` (``time.monotonic()``; None: none)
+    bounds them all: each read waits at most what is left of it, and one
+    past it raises ``socket.timeout``. It is set for the head of a response
+    (status line, ``100 Continue`` replies, headers) and cleared by the
+    response once the head is in; body reads keep their own deadlines.
     """
 
     last_ns = 0
+    deadline: Optional[float] = None
 
-    def __init__(self, raw: io.RawIOBase, sock: Optional[socket.socket]) -> None:
+    def __init__(self, raw: io.RawIOBase, sock: Optional[socket.socket],
+                 deadline: Optional[float] = None) -> None:
         super().__init__()
         self.sock = sock
         self._raw = raw
         self._readinto = raw.readinto  # bound once: this is the per-read path
+        if sock is not None:  # without the socket there is no wait to cut short
+            self.deadline = deadline
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: Any) -> Optional[int]:
+        if self.deadline is not None:
+            self._wait_at_most(self.deadline - time.monotonic())
         n = self._readinto(buffer)
         self.last_ns = time.perf_counter_ns()
         return n
+
+    def _wait_at_most(self, left: float) -> None:
+        if left <= 0:
+            raise socket.timeout("timed out")  # what a socket timeout raises
+        assert self.sock is not None
+        self.sock.settimeout(left)
 
     def fileno(self) -> int:
         return self._raw.fileno()
@@ -106,7 +128,9 @@ class _StampingSocket:
         except TypeError:  # a socket-like object without buffering=: no stamps (warned)
             return self._target.makefile(mode)
         sock = self._target if isinstance(self._target, socket.socket) else None
-        return io.BufferedReader(StampedReader(raw, sock), io.DEFAULT_BUFFER_SIZE)
+        head_timeout: Optional[float] = getattr(ACTIVE, "head_timeout", None)
+        deadline = None if head_timeout is None else time.monotonic() + head_timeout
+        return io.BufferedReader(StampedReader(raw, sock, deadline), io.DEFAULT_BUFFER_SIZE)
 
 
 class _StampedHTTPResponse(http.client.HTTPResponse):

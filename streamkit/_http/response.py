@@ -48,6 +48,8 @@ class Response:
         self._body_timeout = body_timeout
         self._fp, self._stamps, self._socket = socket_file(self._raw)
         self.stamped: bool = self._stamps is not None
+        if self._stamps is not None:
+            self._stamps.deadline = None  # the head is in; body reads bound themselves
         if self._socket is not None:
             cancel.attach(self._socket)
         # When the headers came off the socket, and the bytes of the last read.
