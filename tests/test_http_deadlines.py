@@ -116,9 +116,9 @@ def test_info_endpoints_have_a_deadline(handler: Callable[[RawConn], None],
     monkeypatch.setattr(client_module, "PING_TIMEOUT_S", LIMIT_S)
     with RawServer(handler) as server, Client(server.url) as c:
         for call in (c.models, c.version):
-            def run() -> None:
-                with pytest.raises(StreamTimeout):
-                    call()
-            assert _timed(run) < LIMIT_S + SLACK_S
+            started = time.monotonic()
+            with pytest.raises(StreamTimeout):
+                call()
+            assert time.monotonic() - started < LIMIT_S + SLACK_S
         ping_took = _timed(lambda: c.ping() is False or pytest.fail("ping said True"))
         assert ping_took < LIMIT_S + SLACK_S

@@ -37,9 +37,9 @@ import requests
 from .._version import __version__
 from ..config import Secret, Timeouts
 from ..errors import Cancelled, ConfigError
+from .bounded import INFO_BODY_LIMIT, read_bounded
 from .cancel import CancelToken
 from .connection import ACTIVE, Adapter
-from .bounded import INFO_BODY_LIMIT, read_bounded
 from .response import Response
 from .translate import open_error
 
