@@ -106,9 +106,8 @@ def test_typed_errors_in_process(bomb: bytes, plain_server: RawServer) -> None:
         with pytest.raises(ProtocolError, match="compressed"):
             c.version()
         assert c.ping() is False  # a misbehaving server is "not answering", not a crash
-    with Client(plain_server.url) as c:
-        with pytest.raises(ResponseTooLarge) as info:
-            c.models()
+    with Client(plain_server.url) as c, pytest.raises(ResponseTooLarge) as info:
+        c.models()
     assert info.value.limit == INFO_BODY_LIMIT
 
 
@@ -118,9 +117,9 @@ def test_an_announced_oversized_body_is_refused_before_reading() -> None:
         conn.send_head(200, {"Content-Length": str(PLAIN_BODY)}, chunked=False)
         conn.stall(10)  # sends nothing: only the announced length can fail it
 
-    with RawServer(handler) as server, Client(server.url) as c:
-        with pytest.raises(ResponseTooLarge):
-            c.models()
+    with RawServer(handler) as server, Client(server.url) as c, \
+            pytest.raises(ResponseTooLarge):
+        c.models()
 
 
 def test_a_compressed_embed_reply_is_refused() -> None:
@@ -130,6 +129,6 @@ def test_a_compressed_embed_reply_is_refused() -> None:
         conn.respond(200, body, {"Content-Type": "application/json",
                                  "Content-Encoding": "deflate"})
 
-    with RawServer(handler) as server, Client(server.url) as c:
-        with pytest.raises(ProtocolError, match="compressed"):
-            c.embed("m", "hi")
+    with RawServer(handler) as server, Client(server.url) as c, \
+            pytest.raises(ProtocolError, match="compressed"):
+        c.embed("m", "hi")

@@ -252,7 +252,40 @@ class _HTTPConnection(_CancellableConnectionMixin, HTTPConnection):
 
 
 class _HTTPSConnection(_CancellableConnectionMixin, HTTPSConnection):
+    """Also cancellable during the TLS handshake.
+
+    Wrapping a socket in TLS detaches the plain socket object (its fd
+    becomes -1) before the handshake runs, so shutting down ``self.sock``
+    then finds nothing. While connecting, the token also holds a duplicate
+    of the TCP socket: shutting that down ends the connection itself and
+    wakes the handshake's ``recv``. The duplicate is closed when
+    ``connect()`` returns, so no fd number is ever shut down after it may
+    have been reused.
+    """
+
     response_class = _StampedHTTPResponse
+    _streamkit_handle: Optional[socket.socket] = None
+
+    def _new_conn(self) -> socket.socket:
+        # PRIVATE: connect() gets its TCP socket from _new_conn() before any
+        # TLS. Checked on urllib3 1.26.5, 2.0.0, 2.6.3, 2.8.0.
+        sock: socket.socket = super()._new_conn()
+        token: Optional[CancelToken] = getattr(self, "_streamkit_token", None)
+        if token is not None:
+            self._streamkit_handle = handle = sock.dup()
+            token.attach(handle)  # shuts it down at once if already cancelled
+        return sock
+
+    def connect(self) -> None:
+        try:
+            super().connect()
+        finally:
+            handle, self._streamkit_handle = self._streamkit_handle, None
+            if handle is not None:
+                token = getattr(self, "_streamkit_token", None)
+                if token is not None:
+                    token.detach(handle)
+                handle.close()
 
 
 class _CancellablePoolMixin:
