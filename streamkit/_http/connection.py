@@ -322,7 +322,26 @@ _POOL_CLASSES = {"http": _HTTPPool, "https": _HTTPSPool}
 
 
 class Adapter(HTTPAdapter):
-    """The shared adapter: cancellable pools, no urllib3 retries (retry.py retries)."""
+    """The shared adapter: cancellable pools, no urllib3 retries (retry.py retries).
+
+    ``close()`` closes every pool, and so every idle socket, at once: with
+    urllib3 2.x, clearing a pool manager only forgets its pools, whose
+    sockets then close whenever the pools are garbage-collected (never,
+    while an exception somewhere still refers to one). A connection in use
+    is closed when its response ends and it finds its pool closed.
+    """
+
+    def close(self) -> None:
+        managers = [self.poolmanager, *self.proxy_manager.values()]
+        for manager in managers:
+            # PRIVATE: PoolManager.pools is urllib3's mapping of live pools.
+            # Checked on urllib3 1.26.5, 2.0.0, 2.6.3, 2.8.0.
+            pools = manager.pools
+            for key in list(pools.keys()):
+                pool = pools.get(key)
+                if pool is not None:
+                    pool.close()  # idempotent; 1.26 also does it when clearing
+        super().close()
 
     def init_poolmanager(self, connections: int, maxsize: int, block: bool = False,
                          **pool_kwargs: Any) -> None:
