@@ -83,6 +83,7 @@ class Transport:
                                          "Content-Type": "application/json"}
         self._headers.update(headers or {})
         self._api_key = api_key
+        self._secrets = _secrets(self._headers, api_key)
         self._local = threading.local()
         self._targets: Dict[str, _Target] = {}
         self._closed = False
@@ -128,7 +129,8 @@ class Transport:
             raise
         finally:
             ACTIVE.token = ACTIVE.head_timeout = None
-        response = Response(resp, cancel, timeouts.idle or BODY_TIMEOUT_S)
+        response = Response(resp, cancel, timeouts.idle or BODY_TIMEOUT_S,
+                            secrets=self._secrets)
         if cancel.event.is_set():  # cancelled while the headers were being parsed
             response.close()
             raise Cancelled()
@@ -166,11 +168,13 @@ class Transport:
             raise open_error(exc, url, None) from exc
         finally:
             ACTIVE.head_timeout = None
-        response = Response(resp, cancel, None)
+        response = Response(resp, cancel, None, secrets=self._secrets)
         try:
             content = read_bounded(response, deadline, limit)
         finally:
             response.close()
+        if not 200 <= response.status < 300:
+            content = response.redact(content)  # an error body becomes an error message
         if not content:
             return response.status, None
         try:
@@ -204,6 +208,29 @@ class Transport:
                 session.headers["Authorization"] = f"Bearer {self._api_key.reveal()}"
             self._local.session = session
         return session
+
+
+_SECRET_HEADER_WORDS = ("auth", "key", "token", "secret", "cookie", "password")
+"""A header whose lower-cased name holds one of these carries a credential."""
+
+
+def _secrets(headers: Mapping[str, str], api_key: Optional[Secret]) -> Tuple[bytes, ...]:
+    """What must never be printed: the API key and the values of credential headers.
+
+    A server may echo a request header in an error body (a 401 page quoting
+    ``Authorization``); error bodies are redacted with these before they
+    become error messages.
+    """
+    found = set()
+    if api_key is not None and api_key.reveal():
+        found.add(api_key.reveal())
+    for name, value in headers.items():
+        if any(word in name.lower() for word in _SECRET_HEADER_WORDS) and value:
+            found.add(value)
+            found.update(part for part in value.split() if len(part) >= 8)  # the bare token
+    # Longest first, so "Bearer KEY" is masked whole before KEY alone.
+    return tuple(sorted((v.encode("utf-8") for v in found if len(v) >= 4), key=len,
+                        reverse=True))
 
 
 _Timeout = Tuple[Any, Any]
