@@ -12,6 +12,7 @@ construction and the transport is thread-safe.
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 from . import _json
@@ -325,7 +326,7 @@ class Client:
         Records look like ``{"status": "pulling 1a2b3c4d5e6f", "digest": ...,
         "total": N, "completed": M}``; the last one is ``{"status": "success"}``.
         Closing the iterator early closes the connection (Ollama keeps the
-        partial download). Waits at most ``timeouts.idle`` between records.
+        partial download). Waits at most ``timeouts.idle`` between whole records.
 
         Raises:
             ConnectError, StreamTimeout, ResponseError: before the first record.
@@ -348,9 +349,16 @@ class Client:
                 raise self._dialect.error_for_status(response.status, response.read_body(),
                                                      response.headers, model)
             framer = LineFramer()
+            idle = self.timeouts.idle
+            # idle bounds the wait for the next whole record, not for the next
+            # bytes: a server trickling a record that never ends still times out
+            deadline = None if idle is None else time.monotonic() + idle
             while True:
-                data = response.read_some(self.timeouts.idle)
+                data = response.read_some(
+                    None if deadline is None else deadline - time.monotonic())
                 lines = framer.feed(data) if data else framer.flush()
+                if lines and idle is not None:
+                    deadline = time.monotonic() + idle
                 for line in lines:
                     record = _decode_record(line)
                     if record.get("error"):

@@ -122,3 +122,16 @@ def test_info_endpoints_have_a_deadline(handler: Callable[[RawConn], None],
             assert time.monotonic() - started < LIMIT_S + SLACK_S
         ping_took = _timed(lambda: c.ping() is False or pytest.fail("ping said True"))
         assert ping_took < LIMIT_S + SLACK_S
+
+
+def test_pull_idle_is_a_deadline_for_the_next_record() -> None:
+    with RawServer(_first_then_trickle) as server, \
+            Client(server.url, timeouts=Timeouts(connect=2, first_token=5, idle=LIMIT_S)) as c:
+        started = time.monotonic()
+        records = c.pull("m")
+        assert next(records)["response"] == "hi"
+        with pytest.raises(StreamTimeout) as info:
+            next(records)
+        records.close()
+    assert info.value.phase == "idle"
+    assert time.monotonic() - started < LIMIT_S + SLACK_S
