@@ -56,7 +56,7 @@ def forget_frames(exc: BaseException) -> None:
     for current in _chain(exc):
         traceback.clear_frames(current.__traceback__)
         attrs = getattr(current, "__dict__", None)
-        if attrs:
+        if attrs and type(current).__module__.startswith(_HTTP_PACKAGES):
             for name in _PINNING_ATTRS:
                 if attrs.get(name) is not None:
                     attrs[name] = None  # via __dict__: a deprecated property may warn
@@ -64,6 +64,9 @@ def forget_frames(exc: BaseException) -> None:
 
 _PINNING_ATTRS = ("pool", "conn", "_pool", "response", "_response")
 """Attributes of urllib3/requests errors that hold pools, connections or responses."""
+
+_HTTP_PACKAGES = ("requests.", "urllib3.")
+"""Only their errors are scrubbed: other exceptions in a chain are not ours to edit."""
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:
