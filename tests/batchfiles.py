@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 from typing import Any, Dict, List
 
@@ -31,3 +32,17 @@ def expected(prompt: str, model: str = "demo", **body: Any) -> str:
     """The emulator's answer to a generate request."""
     text: str = emulator.expected(model, {"prompt": prompt, **body}).text
     return text
+
+#: How long a batch subprocess in a test may run before it is killed.
+RUN_TIMEOUT_S = 30.0
+
+
+def finish(proc: subprocess.Popen[bytes], timeout: float = RUN_TIMEOUT_S) -> str:
+    """Wait for a batch subprocess (killed past ``timeout``); return its stderr."""
+    try:
+        _, err = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    return err.decode(errors="replace")

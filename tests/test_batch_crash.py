@@ -16,13 +16,13 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import pytest
+from batchfiles import RUN_TIMEOUT_S, finish
 
 emulator = pytest.importorskip("streamkit.emulator")
 
 N_PROMPTS = 60
 NUM_PREDICT = 6
 KILLS = 6
-RUN_TIMEOUT_S = 30.0
 POLL_S = 0.01
 
 
@@ -63,16 +63,6 @@ def _wait_for(predicate: Any, timeout: float) -> bool:
     return True
 
 
-def _finish(proc: subprocess.Popen[bytes], timeout: float = RUN_TIMEOUT_S) -> str:
-    try:
-        _, err = proc.communicate(timeout=timeout)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    return err.decode(errors="replace")
-
-
 def _records(path: Path) -> List[Dict[str, Any]]:
     data = path.read_bytes()
     assert data.endswith(b"\n"), "a torn last line survived"
@@ -102,14 +92,14 @@ def test_sigkill_at_random_points_then_resume(tmp_path: Path) -> None:
                     proc.send_signal(signal.SIGKILL)
                     kills += 1
             finally:
-                _finish(proc)
+                finish(proc)
             if round_no == 2:
                 # A torn record, as a crash in the middle of a write would leave.
                 with open(out, "ab") as f:
                     f.write(b'{"id": "q000", "model": "demo", "resp')
         assert kills >= 5, f"only {kills} runs were still running when killed"
         final = _start(command)
-        err = _finish(final)
+        err = finish(final)
         assert final.returncode == 0, err
         assert "repaired" not in err or "torn" in err
 
@@ -128,7 +118,7 @@ def test_torn_line_is_reported_and_repaired(tmp_path: Path) -> None:
     out.write_bytes(b'{"id": "q000", "response": "kept"}\n{"id": "q001", "resp')
     with emulator.Emulator(emulator.EmulatorConfig()) as emu:
         proc = _start(_command(prompts, out, emu.url))
-        err = _finish(proc)
+        err = finish(proc)
     assert proc.returncode == 0, err
     assert "cut off a torn last line" in err
     records = _records(out)
@@ -158,7 +148,7 @@ def test_ctrl_c_exits_130_quickly_cancels_streams_and_resumes(tmp_path: Path,
             except subprocess.TimeoutExpired:
                 elapsed = float("inf")
         finally:
-            err = _finish(proc)
+            err = finish(proc)
         assert proc.returncode == 130, err
         assert elapsed <= 2.0, f"took {elapsed:.2f} s to exit after the signal"
         assert emu.wait_until(lambda c: c["disconnects"] >= 4, timeout=5.0), emu.counters()
@@ -170,7 +160,7 @@ def test_ctrl_c_exits_130_quickly_cancels_streams_and_resumes(tmp_path: Path,
     fast_config = emulator.EmulatorConfig(parallel=4, response_tokens=(400, 400))
     with emulator.Emulator(fast_config) as fast:
         rerun = _start(_command(prompts, out, fast.url))
-        err = _finish(rerun)
+        err = finish(rerun)
         assert rerun.returncode == 0, err
         assert fast.counters()["inference"] == 8
     records = _records(out)

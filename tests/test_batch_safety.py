@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List
 
 import pytest
+from batchfiles import RUN_TIMEOUT_S, finish
 from batchfiles import expected as _expected
 from batchfiles import lines as _lines
 from batchfiles import prompts as _prompts
@@ -33,7 +34,6 @@ from streamkit.batch import run_batch
 from streamkit.batch.cache import SQLiteCache
 from streamkit.cli import main
 
-RUN_TIMEOUT_S = 30.0
 POLL_S = 0.01
 
 
@@ -58,16 +58,6 @@ def _command(prompts: str, out: str, url: str, *extra: str) -> List[str]:
 
 def _start(command: List[str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-
-
-def _finish(proc: subprocess.Popen[bytes], timeout: float = RUN_TIMEOUT_S) -> str:
-    try:
-        _, err = proc.communicate(timeout=timeout)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    return err.decode(errors="replace")
 
 
 def _strict(path: str) -> List[Dict[str, Any]]:
@@ -101,7 +91,7 @@ def test_second_run_on_one_output_fails_at_once_naming_the_holder(
             # The holder dies without cleaning up: the OS releases the lock.
             first.kill()
         finally:
-            _finish(first)
+            finish(first)
     with emulator.Emulator(emulator.EmulatorConfig(parallel=4,
                                                    response_tokens=(400, 400))) as fast:
         assert main(["batch", prompts, "-o", out, "-m", "demo", "--host", fast.url,
@@ -173,7 +163,7 @@ def test_non_regular_output_is_refused(tmp_path: Path, kind: str) -> None:
     proc = _start(_command(prompts, out, "http://127.0.0.1:9"))
     with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=15.0)  # before the fix: it hangs (FIFO) or reads forever
-    err = _finish(proc, timeout=1.0)
+    err = finish(proc, timeout=1.0)
     assert proc.returncode == 2, err
     assert "not a regular file" in err
 
@@ -308,7 +298,7 @@ def test_two_sigints_at_once_stop_cleanly_like_one(tmp_path: Path) -> None:
             assert head, "the first SIGINT was not handled"
             proc.send_signal(signal.SIGINT)
         finally:
-            err = _finish(proc)
+            err = finish(proc)
     assert proc.returncode == 130, err
     assert "interrupted:" in err and "resume with: streamkit batch" in err
 

@@ -36,7 +36,7 @@ import math
 import os
 import stat
 import threading
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Protocol, Set
+from typing import IO, Any, Dict, Iterable, Iterator, List, Mapping, Optional, Protocol, Set
 
 from .. import _json
 from ..errors import ConfigError, ResponseError, StreamkitError
@@ -376,25 +376,41 @@ def _read_records(path: str) -> List[Dict[str, Any]]:
         return records
 
 
-def _rewrite(path: str, records: Iterable[Mapping[str, Any]]) -> None:
-    """Replace ``path`` atomically with ``records`` (temp file, fsync, rename).
+@contextlib.contextmanager
+def atomic_replace(path: str) -> Iterator[IO[bytes]]:
+    """A temporary file whose contents replace ``path`` atomically when the block ends.
 
-    No records: remove ``path`` instead.
+    A reader sees the old file or the new one, never a mix (fsync, then
+    rename). If the block raises, ``path`` is kept and the temporary removed.
+
+    Raises:
+        OutputWriteError: the new contents cannot be written.
     """
-    rows = list(records)
     tmp = f"{path}.tmp-{os.getpid()}"
     try:
-        if not rows:
-            if os.path.exists(path):
-                os.remove(path)
-            return
         with open(tmp, "wb") as out:
-            for row in rows:
-                out.write(encode(row))
+            yield out
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, path)
-    except OSError as exc:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             os.remove(tmp)
-        raise write_error(path, exc) from exc
+        if isinstance(exc, OSError):
+            raise write_error(path, exc) from exc
+        raise
+
+
+def _rewrite(path: str, records: Iterable[Mapping[str, Any]]) -> None:
+    """Replace ``path`` atomically with ``records``; no records: remove ``path``."""
+    rows = list(records)
+    if not rows:
+        try:
+            if os.path.exists(path):
+                os.remove(path)
+        except OSError as exc:
+            raise write_error(path, exc) from exc
+        return
+    with atomic_replace(path) as out:
+        for row in rows:
+            out.write(encode(row))

@@ -14,14 +14,13 @@ without ``request_hash`` (written by an older version) is kept as is.
 
 from __future__ import annotations
 
-import contextlib
 import os
 from dataclasses import dataclass, field
 from typing import Dict, Optional, Set, Tuple
 
 from .. import _json
 from ..errors import ConfigError
-from .output import require_regular_file, write_error
+from .output import atomic_replace, require_regular_file
 
 __all__ = ["ResumeState", "drop_ids", "repair", "scan_output", "short_hash"]
 
@@ -113,17 +112,8 @@ def drop_ids(path: str, ids: Set[str]) -> None:
     Raises:
         OutputWriteError: the copy cannot be written (the original is kept).
     """
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        with open(path, "rb") as src, open(tmp, "wb") as dst:
-            for raw in src:
-                record = _record(raw)
-                if record is None or record[0] not in ids:
-                    dst.write(raw)
-            dst.flush()
-            os.fsync(dst.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        raise write_error(path, exc) from exc
+    with atomic_replace(path) as dst, open(path, "rb") as src:
+        for raw in src:
+            record = _record(raw)
+            if record is None or record[0] not in ids:
+                dst.write(raw)
