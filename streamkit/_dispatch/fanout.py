@@ -18,7 +18,7 @@ from ..records import Chunk, Request, Result
 from .pool import POLL_S, Job, Pool
 
 if TYPE_CHECKING:
-    from ..stream import Stream
+    from .task import Task
 
 #: Chunks buffered in the merged channel of events() before workers wait.
 EVENTS_BUFFER = 1024
@@ -96,7 +96,7 @@ class FanoutJob(Job):
 
     __slots__ = ("fanout", "seq")
 
-    def __init__(self, stream: Stream, fanout: Fanout, seq: int) -> None:
+    def __init__(self, stream: Task, fanout: Fanout, seq: int) -> None:
         super().__init__(stream)
         self.fanout = fanout
         self.seq = seq
@@ -109,7 +109,7 @@ class FanoutJob(Job):
             self.fanout.channel.put_result((self.seq, _final_result(self.stream)))
 
 
-def _run_drained(stream: Stream, sink: Optional[Callable[[Chunk], None]]) -> None:
+def _run_drained(stream: Task, sink: Optional[Callable[[Chunk], None]]) -> None:
     """Run ``stream`` here with its chunks handed to ``sink`` (or dropped), not queued.
 
     Nobody iterates a map/events stream, so its bounded chunk queue would fill
@@ -122,7 +122,7 @@ def _drop(chunk: Chunk) -> None:
     pass
 
 
-def _final_result(stream: Stream) -> Result:
+def _final_result(stream: Task) -> Any:
     """The stream's Result; it has ended (``_run`` returned), so this does not wait."""
     try:
         return stream.result(timeout=0)
@@ -139,8 +139,8 @@ class Fanout:
     for a request (raising RuntimeError once the dispatcher is closed).
     """
 
-    def __init__(self, requests: Iterable[Request], *, pool: Pool,
-                 new_stream: Callable[[Request], Stream], read_ahead: int,
+    def __init__(self, requests: Iterable[Any], *, pool: Pool,
+                 new_stream: Callable[[Any], Task], read_ahead: int,
                  forward_chunks: bool) -> None:
         self._input = iter(requests)
         self._pool = pool
