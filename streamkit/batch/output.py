@@ -193,10 +193,15 @@ class RecordWriter:
 
     def write(self, record: Mapping[str, Any]) -> bool:
         """Append one record; False (nothing written) if its id is already in the file."""
-        record_id = record["id"]
+        if record["id"] in self.done:
+            return False
+        return self.write_encoded(record["id"], encode(record))
+
+    def write_encoded(self, record_id: str, line: bytes) -> bool:
+        """Append one record already encoded as a JSON line with this id (as ``write``)."""
         if record_id in self.done:
             return False
-        _write_all(self._fd, encode(record))
+        _write_all(self._fd, line)
         self.done.add(record_id)
         self._dirty = True
         return True
