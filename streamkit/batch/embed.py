@@ -51,8 +51,8 @@ if TYPE_CHECKING:
     from .output import ErrorLog, RecordWriter
     from .run import BatchSummary, _Run
 
-__all__ = ["EmbedGroups", "check_embed", "embed_record", "encode_embed", "journal_path", "run_embed_batch",
-           "splittable"]
+__all__ = ["EmbedGroups", "check_embed", "embed_record", "encode_embed", "journal_path",
+           "run_embed_batch", "splittable"]
 
 #: Statuses that say nothing about the inputs: splitting the group would not help.
 _NOT_INPUT_STATUSES = frozenset({401, 403, 404, 405, 429, 503})
