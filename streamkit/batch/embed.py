@@ -55,7 +55,7 @@ __all__ = ["EmbedGroups", "check_embed", "embed_record", "encode_embed", "journa
            "run_embed_batch", "splittable"]
 
 #: Statuses that say nothing about the inputs: splitting the group would not help.
-_NOT_INPUT_STATUSES = frozenset({401, 403, 404, 405, 429, 503})
+_NOT_INPUT_STATUSES = frozenset({401, 403, 404, 405, 429, 501, 503})
 _EXTRAS = {"npy": ("numpy", "numpy"), "parquet": ("pyarrow", "pyarrow")}
 _GENERATE_ONLY = ("system", "format", "think", "cache")
 
