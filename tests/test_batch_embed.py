@@ -11,8 +11,8 @@ from typing import Any, Dict, Iterator, List
 
 import pytest
 
-from streamkit.batch import run_batch
 from streamkit.batch import embed as batch_embed
+from streamkit.batch import run_batch
 from streamkit.batch.embed import encode_embed
 from streamkit.batch.output import encode
 from streamkit.cli import main
