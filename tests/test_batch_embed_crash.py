@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import random
 import signal
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any, Dict, List, Sequence
@@ -47,7 +46,7 @@ def kill_and_resume(command: Sequence[str], out: Path, n: int, kills: int,
         target = _count_lines(out) + rng.randint(1, max(2, n // (kills + 1)))
         proc = _start(list(command))
         try:
-            _wait_for(lambda p=proc: _count_lines(out) >= target or p.poll() is not None,
+            _wait_for(lambda p=proc, t=target: _count_lines(out) >= t or p.poll() is not None,
                       RUN_TIMEOUT_S)
             if proc.poll() is None:
                 proc.send_signal(signal.SIGKILL)
