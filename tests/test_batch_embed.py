@@ -13,12 +13,21 @@ import pytest
 
 from streamkit.batch import embed as batch_embed
 from streamkit.batch import run_batch
-from streamkit.batch.embed import encode_embed
+from streamkit.batch.embed import encode_embed, splittable
 from streamkit.batch.output import encode
 from streamkit.cli import main
 from streamkit.client import Client
 from streamkit.emulator import Emulator, EmulatorConfig, expected_embedding
-from streamkit.errors import ConfigError
+from streamkit.errors import (
+    Cancelled,
+    ConfigError,
+    ConnectError,
+    ModelNotFound,
+    ProtocolError,
+    ResponseError,
+    ServerBusy,
+    StreamTimeout,
+)
 
 DIM = 16
 CONFIG = EmulatorConfig(embed_dim=DIM)
@@ -200,6 +209,22 @@ def test_option_checks_across_fields(emu: Emulator, tmp_path: Path) -> None:
         _run(emu, tmp_path / "c.txt", tmp_path / "v.jsonl", system="be brief")
     with pytest.raises(ConfigError, match="embed_batch must be an int >= 1"):
         _run(emu, tmp_path / "c.txt", tmp_path / "v.jsonl", embed_batch=0)
+
+
+@pytest.mark.parametrize(("error", "split"), [
+    (ResponseError("input too long", status_code=400), True),
+    (ResponseError("runner crashed", status_code=500), True),
+    (ProtocolError("reply too large"), True),
+    (ResponseError("cannot embed", status_code=501), False),
+    (ModelNotFound("no model", model="m"), False),
+    (ServerBusy("busy", status_code=503), False),
+    (StreamTimeout("slow", phase="first_token"), False),
+    (ConnectError("refused"), False),
+    (Cancelled("stop"), False),
+])
+def test_only_errors_an_input_may_cause_split_a_group(error: BaseException,
+                                                       split: bool) -> None:
+    assert splittable(error) is split
 
 
 def test_encode_embed_reads_back_as_encode() -> None:

@@ -12,11 +12,12 @@ the ids already there (see :mod:`streamkit.batch.output`).
 
 A group that fails with an error that may belong to one of its inputs (a
 400 such as an input over the context length with ``--no-truncate``, a 500,
-a timeout, a reply too large) is split in two and both halves are run again
+a reply too large) is split in two and both halves are run again
 after the current pass, down to single lines: one bad input fails only its
 own line, into the error file, at the cost of about ``2 * log2(group)``
 extra requests. Errors that cannot depend on the inputs (connection, model
-not found, 429/503 after the retries, cancellation) fail the whole group.
+not found, 429/503 after the retries, timeouts, cancellation) fail the
+whole group.
 
 ``output_format`` ``npy`` or ``parquet``: the JSONL records still go to a
 journal, ``OUT.jsonl`` (``vectors.npy`` → ``vectors.npy.jsonl``), which is
@@ -39,7 +40,6 @@ from ..errors import (
     ProtocolError,
     ResponseError,
     ServerBusy,
-    StreamTimeout,
 )
 from ..records import EmbedRequest, EmbedResult
 from .input import Problem, PromptLine, read_prompts
@@ -110,7 +110,8 @@ def splittable(error: BaseException) -> bool:
         return False
     if isinstance(error, ResponseError):
         return error.status_code not in _NOT_INPUT_STATUSES
-    return isinstance(error, (StreamTimeout, ProtocolError))
+    # Not a timeout: a hung or overloaded server would make every half time out too.
+    return isinstance(error, ProtocolError)
 
 
 def embed_record(result: EmbedResult, record_id: str, vector: List[float],
