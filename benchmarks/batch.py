@@ -10,7 +10,7 @@ than::
 (``N * T`` is taken from the server's reported token counts, which is exact
 even when an answer ends before ``num_predict``), so ``measured / ideal`` is
 the batch runner's overhead (scheduling, slot
-hand-over gaps, writing, fsync). Acceptance (issue 6): within 5 %.
+hand-over gaps, writing, fsync). Target: within 5 %.
 
 Usage::
 

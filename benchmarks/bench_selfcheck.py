@@ -8,7 +8,12 @@ Part 2 (headroom): the client floor (calibration against a stamping
 emulator in its own process) at heavy loads, 1 process vs 2, alternating
 runs, medians. Lower lag p99 and fewer coalesced chunks = more headroom.
 
+Part 3 (``--repro N``, only when asked): N identical runs at ``--repro-streams``
+streams with the default (automatic) process count, then the spread of
+throughput and TTFT p50 across them (the goal: within ±5% of their mean).
+
     python benchmarks/bench_selfcheck.py [--streams 32,64,128] [--reps 3]
+    python benchmarks/bench_selfcheck.py --skip-accuracy --streams "" --repro 3
 
 Figures depend on the machine and what else runs on it; the script prints
 the load average so a reader can judge.
@@ -68,17 +73,43 @@ def headroom(streams_list: List[int], reps: int) -> None:
                   f"{med['coalesced']:>9.1%} {med['ttft_floor_p50']:>10.2f}")
 
 
+def reproducibility(streams: int, runs: int) -> None:
+    emulator = EmulatorConfig(tokens_per_second=50.0, first_token_delay=0.3, parallel=streams,
+                              max_queue=100_000, response_tokens=(4096, 4096))
+    print(f"\n{runs} identical runs at {streams} streams, processes chosen automatically:")
+    tput, ttft = [], []
+    for _ in range(runs):
+        run = run_bench(BenchConfig(model="demo", host="builtin", emulator=emulator,
+                                    concurrency=(streams,), requests=2 * streams,
+                                    warmup=streams, num_predict=128, calibrate=False))
+        point = run.points[0]
+        s = point.summary
+        assert point.sharding is not None
+        tput.append(s.output_tok_per_s or 0.0)
+        ttft.append(s.metrics["ttft_ms"].p50 or 0.0)
+        print(f"  {point.sharding.sentence()}: {tput[-1]:8.1f} tok/s, TTFT p50 {ttft[-1]:7.1f} ms")
+    for name, values in (("throughput", tput), ("TTFT p50", ttft)):
+        mean = statistics.fmean(values)
+        spread = max(abs(v / mean - 1) for v in values) if mean else 0.0
+        print(f"  {name}: mean {mean:.1f}, every run within ±{spread:.1%} of it")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--streams", default="32,64,128")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--skip-accuracy", action="store_true")
+    parser.add_argument("--repro", type=int, default=0, metavar="N")
+    parser.add_argument("--repro-streams", type=int, default=256)
     args = parser.parse_args()
     print(f"cpus {os.cpu_count()}, load average {os.getloadavg()}")
     if not args.skip_accuracy:
         accuracy(1, 10)
         accuracy(8, 32)
-    headroom([int(s) for s in args.streams.split(",")], args.reps)
+    if args.streams:
+        headroom([int(s) for s in args.streams.split(",")], args.reps)
+    if args.repro:
+        reproducibility(args.repro_streams, args.repro)
     print(f"load average after: {os.getloadavg()}")
 
 

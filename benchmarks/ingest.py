@@ -35,10 +35,10 @@ from typing import Callable, Dict, List, Tuple
 import requests
 
 from streamkit import _json
+from streamkit._http import Transport
 from streamkit.config import RetryPolicy, Timeouts
 from streamkit.records import GenerateRequest
 from streamkit.stream import FixedRoute, Stream
-from streamkit.transport import Transport
 from streamkit.wire import get_dialect
 
 MODEL = "demo"

@@ -1,4 +1,4 @@
-"""Do retries cost anything when nothing fails? (issue 4 acceptance)
+"""Do retries cost anything when nothing fails?
 
 Usage: python benchmarks/retry_overhead.py [--tokens 20000] [--rounds 7] [--calls 20000]
 

@@ -8,15 +8,16 @@ into the repository. Stdlib only, so any Python 3.9+ can run it.
 
 Usage::
 
-    scripts/real-server.sh install            # build once into the cache (~5-10 min on 2 cores)
-    scripts/real-server.sh start [--port N]   # background server; prints its base URL
+    scripts/real-server.sh install            # build once into the cache (5-15 min on 2 cores)
+    eval "$(scripts/real-server.sh start)"    # background server; sets STREAMKIT_REAL_*
     scripts/real-server.sh stop               # SIGTERM, then SIGKILL after a grace period
     scripts/real-server.sh status             # URL, pid and log of the running server
     scripts/real-server.sh run -- CMD ...     # install, start, run CMD, stop (CMD's exit code)
 
-``run`` and ``start`` export/print ``STREAMKIT_REAL_URL`` (base URL ending in
-``/v1``), ``STREAMKIT_REAL_MODEL`` and ``STREAMKIT_REAL_LOG`` (the server's
-log file). The cache lives in ``$STREAMKIT_CACHE/real-server`` (default
+``run`` exports and ``start`` prints (as ``export`` lines on stdout, for
+``eval``; progress goes to stderr) ``STREAMKIT_REAL_URL`` (base URL ending
+in ``/v1``), ``STREAMKIT_REAL_MODEL`` and ``STREAMKIT_REAL_LOG`` (the
+server's log file). The cache lives in ``$STREAMKIT_CACHE/real-server`` (default
 ``${XDG_CACHE_HOME:-~/.cache}/streamkit/real-server``). A marker file keyed by
 the pinned versions and the interpreter makes a second ``install`` a no-op.
 
@@ -30,6 +31,7 @@ import argparse
 import contextlib
 import json
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -63,6 +65,7 @@ READY_TIMEOUT_S = 180.0  # cold start: mmap the model, warm the page cache
 STOP_GRACE_S = 10.0
 POLL_INTERVAL_S = 0.2
 LOCK_TIMEOUT_S = 1800.0  # another process may be building right now
+PROGRESS_EVERY_S = 30.0  # a progress line this often while pip builds llama.cpp
 
 Log = Callable[[str], None]
 
@@ -204,11 +207,26 @@ def is_installed(cache: Optional[Path] = None) -> bool:
     return version is not None and marker.get("key") == _marker_key(version)
 
 
-def _run_logged(cmd: Sequence[str], log_file: IO[str], env: Optional[Dict[str, str]] = None) -> int:
+def _run_logged(cmd: Sequence[str], log_file: IO[str], env: Optional[Dict[str, str]] = None,
+                progress: Optional[Log] = None, label: str = "") -> int:
+    """Run ``cmd`` with its output in ``log_file``; its exit code. With ``progress``,
+    say every PROGRESS_EVERY_S that it is still running and what it last logged
+    (the first build takes up to a quarter of an hour)."""
     log_file.write(f"$ {' '.join(cmd)}\n")
     log_file.flush()
-    return subprocess.run(list(cmd), stdout=log_file, stderr=subprocess.STDOUT,
-                          env=env, check=False).returncode
+    proc = subprocess.Popen(list(cmd), stdout=log_file, stderr=subprocess.STDOUT, env=env)
+    started = time.monotonic()
+    while True:
+        try:
+            return proc.wait(timeout=PROGRESS_EVERY_S if progress is not None else None)
+        except subprocess.TimeoutExpired:
+            assert progress is not None
+            last = _tail(Path(log_file.name), 1).strip()[:120]
+            progress(f"{label}: {time.monotonic() - started:.0f} s so far ({last})")
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
 
 
 def _tail(path: Path, lines: int = 30) -> str:
@@ -258,7 +276,8 @@ def _install_locked(cache: Path, log: Log) -> None:
         if not python.exists() and _run_logged(venv, log_file) != 0:
             raise InstallError(f"venv creation failed:\n{_tail(log_path)}")
         pip = [str(python), "-m", "pip", "install", "--disable-pip-version-check", *REQUIREMENTS]
-        if _run_logged(pip, log_file, env) != 0:
+        if _run_logged(pip, log_file, env, progress=log,
+                       label="building llama.cpp (up to 15 min on 2 cores)") != 0:
             missing = missing_tools()
             if missing:
                 raise ToolchainMissing("cannot build llama.cpp: missing " + ", ".join(missing))
@@ -485,7 +504,7 @@ def _read_state(cache: Path) -> Optional[dict]:  # type: ignore[type-arg]
 
 def _print_env(env: Dict[str, str]) -> None:
     for key, value in env.items():
-        print(f"export {key}={value}")
+        print(f"export {key}={shlex.quote(value)}")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -52,7 +52,8 @@ from .records import (
 if TYPE_CHECKING:
     from .batch import run_batch
     from .batch.cache import SQLiteCache
-    from .client import Client, Conversation
+    from .client import Client
+    from .conversation import Conversation
     from .dispatch import Dispatcher
     from .emulator import Emulator, EmulatorConfig, Fault
     from .stream import Stream
@@ -63,7 +64,7 @@ logging.getLogger("streamkit").addHandler(logging.NullHandler())
 _LAZY = {
     "CancelToken": "transport",
     "Client": "client",
-    "Conversation": "client",
+    "Conversation": "conversation",
     "Dispatcher": "dispatch",
     "Emulator": "emulator",
     "EmulatorConfig": "emulator",

@@ -1,4 +1,4 @@
-"""Client and Conversation: the front door that builds Streams.
+"""Client: the front door that builds Streams (:mod:`.conversation` keeps a chat's history).
 
 A :class:`Client` holds what every request to one server shares: the base
 URL, the wire dialect, timeouts, retry policy, headers and the API key, and
@@ -12,16 +12,17 @@ construction and the transport is thread-safe.
 from __future__ import annotations
 
 import threading
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Union
 
+from . import _args as args
 from . import _json
 from .config import (
     RetryPolicy,
     Secret,
     Timeouts,
-    api_key_from_env,
     check_count,
     dialect_base_url,
+    host_from_env,
     parse_host,
 )
 from .errors import ConfigError, ConnectError, ResponseError, ServerStreamError, StreamTimeout
@@ -39,7 +40,7 @@ from .transport import CancelToken, Transport
 from .wire import Dialect, get_dialect
 from .wire.lines import LineFramer
 
-__all__ = ["Client", "Conversation"]
+__all__ = ["Client"]
 
 INFO_TIMEOUT_S = 30.0  # /api/tags, /api/version: small replies, but the server may be busy
 PING_TIMEOUT_S = 5.0
@@ -49,84 +50,24 @@ DEFAULT_RETRY = RetryPolicy()
 Message = Mapping[str, Any]
 
 
-def _check_model(model: object) -> str:
-    if not isinstance(model, str) or not model.strip():
-        raise ConfigError(f"model must be a non-empty string, got {model!r}")
-    return model
-
-
-def _check_messages(messages: object) -> List[Dict[str, Any]]:
-    if not isinstance(messages, (list, tuple)):
-        raise ConfigError(f"messages must be a list of {{'role', 'content'}} dicts, "
-                          f"got {type(messages).__name__}")
-    checked = []
-    for i, message in enumerate(messages):
-        if not isinstance(message, Mapping):
-            raise ConfigError(f"messages[{i}] must be a dict, got {type(message).__name__}")
-        if not isinstance(message.get("role"), str) or not message["role"]:
-            raise ConfigError(f"messages[{i}] needs a 'role' string (system, user, "
-                              f"assistant or tool)")
-        if not isinstance(message.get("content"), str):
-            raise ConfigError(f"messages[{i}] needs a 'content' string")
-        checked.append(dict(message))
-    return checked
-
-
-def _check_optional(name: str, value: object, types: Any, what: str) -> None:
-    if value is None:
-        return
-    # bool is an int: keep_alive=True must not pass as "1 second".
-    sneaky_bool = isinstance(value, bool) and bool not in _as_tuple(types)
-    if sneaky_bool or not isinstance(value, types):
-        raise ConfigError(f"{name} must be {what}, got {value!r}")
-
-
-def _as_tuple(types: Any) -> tuple[Any, ...]:
-    return types if isinstance(types, tuple) else (types,)
-
-
-def _check_common(options: object, format: object, think: object, keep_alive: object,
-                  id: object) -> None:
-    _check_optional("options", options, Mapping, "a dict of Ollama option names")
-    _check_optional("format", format, (str, Mapping), "'json' or a JSON-Schema dict")
-    _check_optional("think", think, (bool, str), "a bool or 'low'/'medium'/'high'")
-    _check_optional("keep_alive", keep_alive, (str, int, float),
-                    "a duration string like '5m' or seconds")
-    _check_optional("id", id, str, "a string")
-
-
-def _check_headers(headers: Optional[Mapping[str, str]]) -> Dict[str, str]:
-    if headers is None:
-        return {}
-    if not isinstance(headers, Mapping) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in headers.items()):
-        raise ConfigError("headers must be a dict of str to str")
-    return dict(headers)
-
-
-def _check_api_key(api_key: Union[str, Secret, None]) -> Optional[Secret]:
-    if api_key is None:
-        return api_key_from_env()
-    if isinstance(api_key, Secret):
-        return api_key if api_key.reveal() else None
-    if not isinstance(api_key, str):
-        raise ConfigError("api_key must be a string")  # never echo the value
-    return Secret(api_key) if api_key else None
-
-
 class Client:
     """Streams chat and generate requests from one server.
 
     Args:
         host: base URL; None reads ``OLLAMA_HOST`` (ollama-python's rules,
-            default ``http://127.0.0.1:11434``). For ``dialect="openai"``,
-            ``http://h:8080`` and ``http://h:8080/v1`` both work.
+            default ``http://127.0.0.1:11434``); for ``dialect="openai"``
+            ``OPENAI_BASE_URL`` first, as the OpenAI SDK does. For
+            ``dialect="openai"``, ``http://h:8080`` and ``http://h:8080/v1``
+            both work. ``"builtin"`` is refused: that name means the
+            in-process emulator on the command line; in Python use
+            ``with sk.Emulator() as emu: sk.Client(emu.url)``.
         dialect: ``"ollama"`` (``/api/*``) or ``"openai"`` (``/v1/*``).
         timeouts, retry: per-stream defaults (see :class:`Timeouts`, :class:`RetryPolicy`).
         headers: extra HTTP headers sent with every request.
-        api_key: sent as ``Authorization: Bearer``; None reads ``OLLAMA_API_KEY``.
-            Never shown in a repr, log line or error, and never sent to another
-            host after a redirect.
+        api_key: sent as ``Authorization: Bearer``; None reads ``OLLAMA_API_KEY``
+            (``OPENAI_API_KEY`` for ``dialect="openai"``). Never shown in a
+            repr, log line or error, and never sent to another host after a
+            redirect.
         queue_size: chunks buffered per stream before the worker waits for the consumer.
         cache: an optional response cache (``streamkit.SQLiteCache``).
         pool_size: connections kept per host (match the number of concurrent streams).
@@ -141,6 +82,13 @@ class Client:
                  api_key: Union[str, Secret, None] = None, queue_size: int = 256,
                  cache: Optional[ResponseCache] = None, pool_size: int = 10) -> None:
         self._dialect: Dialect = get_dialect(dialect)
+        if host == "builtin":  # refused before parse_host makes it a DNS name
+            raise ConfigError(
+                "Client('builtin'): 'builtin' is the command line's name for the in-process "
+                "emulator; in Python start one with `with sk.Emulator() as emu:` and use "
+                "sk.Client(emu.url)")
+        if host is None:
+            host = host_from_env(dialect)
         self.host = dialect_base_url(parse_host(host), dialect)
         if not isinstance(timeouts, Timeouts):
             raise ConfigError("timeouts must be a streamkit.Timeouts")
@@ -151,8 +99,8 @@ class Client:
         self.queue_size = check_count("queue_size", queue_size)
         self.cache = cache
         self.transport = Transport(pool_size=check_count("pool_size", pool_size),
-                                   headers=_check_headers(headers),
-                                   api_key=_check_api_key(api_key))
+                                   headers=args.check_headers(headers),
+                                   api_key=args.check_api_key(api_key, dialect))
         self._lock = threading.Lock()
         self._closed = False
 
@@ -174,16 +122,50 @@ class Client:
              id: Optional[str] = None) -> Stream:
         """Start a chat stream (``/api/chat`` or ``/v1/chat/completions``); returns at once.
 
+        Args:
+            model: the model name, e.g. ``"llama3.2"``.
+            messages: the conversation so far, oldest first: dicts with
+                ``role`` (``"system"``, ``"user"``, ``"assistant"``,
+                ``"tool"``) and ``content``; a message may carry
+                ``images``, a list of base64 strings, e.g.
+                ``{"role": "user", "content": "What is this?", "images":
+                [base64.b64encode(open("cat.png", "rb").read()).decode()]}``
+                (the openai dialect sends them as image content parts).
+            options: model options by Ollama's names, e.g.
+                ``{"temperature": 0, "num_predict": 64, "seed": 1}``; the
+                openai dialect maps the ones it has (``num_predict`` →
+                ``max_tokens``).
+            format: ``"json"`` for any JSON object, or a JSON schema the
+                answer must follow, e.g. ``{"type": "object", "properties":
+                {"city": {"type": "string"}}, "required": ["city"]}``.
+            think: ``True`` asks a thinking model to reason first (its
+                reasoning arrives in ``Chunk.thinking``), ``False`` turns it
+                off, or a level ``"low"``, ``"medium"``, ``"high"``.
+            tools: tool definitions the model may call, e.g. ``[{"type":
+                "function", "function": {"name": "get_weather",
+                "parameters": {"type": "object", "properties": {"city":
+                {"type": "string"}}}}}]``; calls arrive in ``Chunk.tool_calls``.
+            keep_alive: how long the server keeps the model loaded
+                afterwards: ``"10m"``, seconds (``300``), ``0`` to unload.
+            id: your name for this request, echoed in ``Result.id``.
+
+        Example::
+
+            with client.chat("llama3.2", [{"role": "user", "content": "Hi"}],
+                             options={"temperature": 0}) as stream:
+                for chunk in stream:
+                    print(chunk.text, end="")
+
         Raises ConfigError for a bad argument; every other failure is
         delivered through the returned Stream.
         """
-        _check_common(options, format, think, keep_alive, id)
+        args.check_common(options, format, think, keep_alive, id)
         if tools is not None and not (isinstance(tools, (list, tuple)) and all(
                 isinstance(t, Mapping) for t in tools)):
             raise ConfigError("tools must be a list of tool dicts")
-        request = ChatRequest(_check_model(model), _check_messages(messages), options=options,
-                              format=format, think=think, tools=tools, keep_alive=keep_alive,
-                              id=id)
+        request = ChatRequest(args.check_model(model), args.check_messages(messages),
+                              options=options, format=format, think=think, tools=tools,
+                              keep_alive=keep_alive, id=id)
         return self.stream(request)
 
     def generate(self, model: str, prompt: str, *, system: Optional[str] = None,
@@ -195,18 +177,40 @@ class Client:
                  suffix: Optional[str] = None, id: Optional[str] = None) -> Stream:
         """Start a generate stream (``/api/generate`` or ``/v1/completions``); returns at once.
 
-        Raises ConfigError for a bad argument.
+        Args:
+            model: the model name, e.g. ``"llama3.2"``.
+            prompt: the text to complete; ``""`` only loads the model.
+            system: a system prompt (Ollama dialect only).
+            options: model options by Ollama's names, e.g.
+                ``{"temperature": 0, "num_predict": 64, "stop": ["\\n"]}``.
+            format: ``"json"`` or a JSON schema dict the answer must follow.
+            think: ``True``/``False`` or ``"low"``/``"medium"``/``"high"``
+                (reasoning arrives in ``Chunk.thinking``).
+            raw: ``True`` sends ``prompt`` without the model's template.
+            images: base64 strings for a multimodal model, e.g.
+                ``[base64.b64encode(open("cat.png", "rb").read()).decode()]``
+                (Ollama dialect only).
+            keep_alive: how long the model stays loaded: ``"10m"``, seconds, ``0``.
+            suffix: text after the gap, for fill-in-the-middle models.
+            id: your name for this request, echoed in ``Result.id``.
+
+        Example::
+
+            text = client.generate("llama3.2", "One word for blue:",
+                                   options={"num_predict": 8}).text()
+
+        Raises ConfigError for a bad argument (and, for the openai dialect,
+        for ``system`` or ``images``); every other failure is delivered
+        through the returned Stream.
         """
-        _check_common(options, format, think, keep_alive, id)
+        args.check_common(options, format, think, keep_alive, id)
         if not isinstance(prompt, str):
             raise ConfigError(f"prompt must be a string, got {type(prompt).__name__}")
-        _check_optional("system", system, str, "a string")
-        _check_optional("suffix", suffix, str, "a string")
-        _check_optional("raw", raw, bool, "a bool")
-        if images is not None and not (isinstance(images, (list, tuple)) and all(
-                isinstance(i, str) for i in images)):
-            raise ConfigError("images must be a list of base64 strings")
-        request = GenerateRequest(_check_model(model), prompt, system=system, options=options,
+        args.check_optional("system", system, str, "a string")
+        args.check_optional("suffix", suffix, str, "a string")
+        args.check_optional("raw", raw, bool, "a bool")
+        args.check_images("images", images)
+        request = GenerateRequest(args.check_model(model), prompt, system=system, options=options,
                                   format=format, think=think, raw=raw, images=images,
                                   keep_alive=keep_alive, suffix=suffix, id=id)
         return self.stream(request)
@@ -252,7 +256,7 @@ class Client:
             request failed (after its retries).
         """
         from ._embed import embed_request
-        request = embed_request(_check_model(model), input, truncate=truncate,
+        request = embed_request(args.check_model(model), input, truncate=truncate,
                                 dimensions=dimensions, keep_alive=keep_alive, options=options)
         result = self._run_embed(request, token=cancel)
         if result.error is not None:
@@ -324,7 +328,7 @@ class Client:
         """
         if self.dialect != "ollama":
             raise ConfigError("pull needs dialect='ollama' (OpenAI servers cannot pull models)")
-        _check_model(model)
+        args.check_model(model)
         self._check_open()
         return self._pull(model)
 
@@ -413,84 +417,3 @@ def _decode_record(line: bytes) -> Dict[str, Any]:
     if not isinstance(record, dict):
         raise ProtocolError("a progress record from the server is not a JSON object")
     return record
-
-
-class Conversation:
-    """A chat that remembers: each :meth:`ask` sends the history plus a new user turn.
-
-    The user turn and the assistant's reply join the history together once
-    the reply has completed successfully; a failed or cancelled reply leaves
-    the history as it was, so the question can simply be asked again.
-
-    Turns are sequential: ``ask`` first waits for the previous reply to end
-    (it need not have been read: waiting lifts its queue bound), so every
-    question is sent with the answers before it. Thread-safe.
-    """
-
-    def __init__(self, client: Client, model: str, *, system: Optional[str] = None,
-                 options: Optional[Mapping[str, Any]] = None) -> None:
-        _check_optional("system", system, str, "a string")
-        self.client = client
-        self.model = _check_model(model)
-        self.options = options
-        self._system = system
-        self._lock = threading.Lock()   # guards _history and _pending
-        self._turn = threading.Lock()   # one ask at a time builds on the history
-        self._history: List[Dict[str, Any]] = []
-        self._pending: Optional[Tuple[Dict[str, Any], Stream]] = None
-
-    @property
-    def history(self) -> List[Dict[str, Any]]:
-        """A copy of the completed turns (without the system prompt); never blocks
-        on a reply still streaming (it is not part of the history yet)."""
-        with self._lock:
-            self._settle(wait=False)
-            return [dict(m) for m in self._history]
-
-    def reset(self) -> None:
-        """Forget every turn (a reply still streaming will not be recorded)."""
-        with self._lock:
-            self._history.clear()
-            self._pending = None
-
-    def ask(self, text: str) -> Stream:
-        """Send ``text`` as the next user turn; returns the reply's Stream (started).
-
-        Blocks while the previous reply is still streaming. Raises
-        ConfigError for a non-string ``text``.
-        """
-        if not isinstance(text, str):
-            raise ConfigError(f"text must be a string, got {type(text).__name__}")
-        user = {"role": "user", "content": text}
-        with self._turn:
-            with self._lock:
-                pending = self._pending
-            if pending is not None:
-                pending[1].result()  # the previous turn must end first (outside _lock)
-            with self._lock:
-                self._settle(wait=False)
-                messages = list(self._history)
-            if self._system is not None:
-                messages.insert(0, {"role": "system", "content": self._system})
-            messages.append(user)
-            stream = self.client.chat(self.model, messages, options=self.options)
-            with self._lock:
-                self._pending = (user, stream)
-        return stream
-
-    def _settle(self, *, wait: bool) -> None:
-        """Move a finished pending turn into the history (call with _lock held)."""
-        if self._pending is None:
-            return
-        user, stream = self._pending
-        try:
-            result = stream.result(timeout=None if wait else 0)
-        except TimeoutError:
-            return
-        self._pending = None
-        if result.error is not None:
-            return
-        reply: Dict[str, Any] = {"role": "assistant", "content": result.text}
-        if result.tool_calls:
-            reply["tool_calls"] = list(result.tool_calls)
-        self._history.extend([user, reply])

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 from .errors import ConfigError
 
 __all__ = [
+    "API_KEY_ENV",
     "DEFAULT_HOST",
     "DEFAULT_PORT",
     "HostSpec",
@@ -24,13 +25,14 @@ __all__ = [
     "api_key_from_env",
     "check_count",
     "dialect_base_url",
+    "host_from_env",
     "parse_host",
 ]
 
 DEFAULT_PORT = 11434
 DEFAULT_HOST = f"http://127.0.0.1:{DEFAULT_PORT}"
 
-ON_INTERRUPT_CHOICES = ("fail", "replay")
+ON_INTERRUPT_CHOICES = ("fail", "replay", "restart")
 
 #: A host as callers give it: a URL, or a ``(URL, parallel limit)`` pair.
 HostSpec = Union[str, Tuple[str, int]]
@@ -91,9 +93,21 @@ class RetryPolicy:
       jitter, ``uniform(0, min(backoff_max, backoff_base * 2**n))``.
     - ``retry_after_max``: a ``Retry-After`` up to this many seconds is
       honoured; a longer one fails at once with ``ServerBusy.retry_after`` set.
-    - ``on_interrupt``: ``"fail"`` (raise StreamInterrupted with the partial
-      text) or ``"replay"`` (re-issue the request and continue seamlessly if
-      the new text starts with what was delivered; see streamkit.retry).
+    - ``on_interrupt``: what to do when a stream is cut after its first
+      chunk (reset, end of body without the done record, truncated body,
+      idle timeout; never an in-band error, a protocol error or a total
+      timeout), within the ``attempts`` budget:
+
+      - ``"restart"``: if no chunk has reached the caller yet, discard the
+        partial reply and send the request again from scratch, to another
+        host when there is one; otherwise fail as ``"fail"`` does.
+      - ``"replay"``: restart as above if no chunk has reached the caller;
+        otherwise re-issue the request and continue seamlessly if the new
+        text starts with what was delivered (else ``StreamDiverged``).
+      - ``"fail"``: raise StreamInterrupted (or the idle StreamTimeout)
+        with the partial text.
+      - ``None`` (default): ``"restart"`` where nobody can see the chunks
+        (``Dispatcher.map``, ``batch``), ``"fail"`` everywhere else.
     - ``retry_first_token_timeout``: also retry a first_token timeout (off
       by default: a disconnect aborts a cold model load, so retrying it could
       restart the load forever).
@@ -108,7 +122,7 @@ class RetryPolicy:
     backoff_base: float = 0.5
     backoff_max: float = 8.0
     retry_after_max: float = 60.0
-    on_interrupt: str = "fail"
+    on_interrupt: Optional[str] = None
     retry_first_token_timeout: bool = False
     retry_if: Optional[Callable[[BaseException], bool]] = None
     wait: Optional[Callable[..., Any]] = None
@@ -117,9 +131,9 @@ class RetryPolicy:
         check_count("RetryPolicy.attempts", self.attempts)
         for name in ("backoff_base", "backoff_max", "retry_after_max"):
             _check_seconds(f"RetryPolicy.{name}", getattr(self, name), allow_none=False)
-        if self.on_interrupt not in ON_INTERRUPT_CHOICES:
+        if self.on_interrupt is not None and self.on_interrupt not in ON_INTERRUPT_CHOICES:
             raise ConfigError(
-                f"RetryPolicy.on_interrupt must be one of {ON_INTERRUPT_CHOICES}, "
+                f"RetryPolicy.on_interrupt must be None or one of {ON_INTERRUPT_CHOICES}, "
                 f"got {self.on_interrupt!r}")
 
 
@@ -146,10 +160,27 @@ class Secret:
         return hash(self._value)
 
 
-def api_key_from_env(environ: Optional[Mapping[str, str]] = None) -> Optional[Secret]:
-    """``OLLAMA_API_KEY`` as a Secret, or None when unset or empty."""
-    value = (os.environ if environ is None else environ).get("OLLAMA_API_KEY", "")
+#: The environment variable holding each dialect's API key (as its own SDK reads it).
+API_KEY_ENV = {"ollama": "OLLAMA_API_KEY", "openai": "OPENAI_API_KEY"}
+
+
+def api_key_from_env(environ: Optional[Mapping[str, str]] = None,
+                     dialect: str = "ollama") -> Optional[Secret]:
+    """The dialect's API key variable (``OLLAMA_API_KEY``, or ``OPENAI_API_KEY``
+    for ``"openai"``) as a Secret; None when unset or empty."""
+    name = API_KEY_ENV.get(dialect, API_KEY_ENV["ollama"])
+    value = (os.environ if environ is None else environ).get(name, "")
     return Secret(value) if value else None
+
+
+def host_from_env(dialect: str = "ollama",
+                  environ: Optional[Mapping[str, str]] = None) -> Optional[str]:
+    """The host to use when none is given: ``OPENAI_BASE_URL`` for the openai
+    dialect (as the OpenAI SDK reads it) when set; otherwise None, which
+    :func:`parse_host` turns into ``OLLAMA_HOST`` or the default."""
+    if dialect != "openai":
+        return None
+    return (os.environ if environ is None else environ).get("OPENAI_BASE_URL") or None
 
 
 def _bracket_ipv6(hostname: str) -> str:

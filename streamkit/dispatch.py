@@ -65,10 +65,12 @@ class Dispatcher:
         hosts: spread requests over these servers: URLs or ``(url, parallel)``
             pairs; ``parallel`` (default 1, like ``OLLAMA_NUM_PARALLEL``) caps
             requests in flight per host. Each attempt goes to the usable host
-            with the fewest requests in flight; a host failing before the first
-            chunk (connect error, 5xx, 429/503) is skipped for a cooldown
-            (1 s doubling up to 30 s) and the attempt is retried elsewhere.
-            ``Result.host`` says where each answer came from.
+            with the fewest requests in flight; a host failing (connect error,
+            5xx, 429/503, or cutting a stream) is skipped for a cooldown (1 s
+            doubling up to 30 s), then probed by one request, and the attempt
+            is retried elsewhere: never on a host it failed on while a healthy
+            one is left. ``Result.host`` says where each answer came from,
+            ``Result.hosts_tried`` where each attempt went.
         workers: worker threads, i.e. streams running at once.
         max_pending: how many requests ``map``/``events`` read ahead beyond
             the running ones (default ``2 * workers``).
@@ -211,6 +213,11 @@ class Dispatcher:
         Input is read lazily: at most ``workers + max_pending`` requests are
         submitted and not yet yielded. A request without an ``id`` gets its
         0-based input index as a string, so ``Result.id`` always names it.
+        Nobody sees a map stream's chunks, so with the default
+        ``RetryPolicy.on_interrupt`` (None) a stream cut mid-reply is sent
+        again from scratch, to another host when there is one, within the
+        attempt budget (``Result.restarts`` counts it). Each request yields
+        exactly one Result.
 
         Args:
             ordered: yield in input order (completed results wait, bounded by

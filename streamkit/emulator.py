@@ -45,9 +45,10 @@ Behaviour:
 - Counters: ``requests``, ``inference``, ``chunks_sent`` (body lines/events
   written), ``completed`` (responses that ran to their end), ``disconnects``,
   ``disconnects_waiting`` (the client left while queued or during a load),
-  ``busy_rejections``, ``in_flight``, ``waiting``, ``loads``,
-  ``embed_inputs`` (inputs embedded), ``faults`` (kind → count), ``by_path``.
-  ``POST /_emulator/reset`` zeroes them.
+  ``busy_rejections``, ``in_flight``, ``peak_in_flight`` (the most
+  generating at once since the start or the last reset), ``waiting``,
+  ``loads``, ``embed_inputs`` (inputs embedded), ``faults`` (kind → count),
+  ``by_path``. ``POST /_emulator/reset`` zeroes them.
 
 Fault specs (``EmulatorConfig(faults=...)``, :meth:`Emulator.set_faults`,
 ``streamkit emulate --fault SPEC``)::

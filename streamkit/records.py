@@ -129,7 +129,10 @@ class Result:
     """The outcome of one stream: what was said, by whom, how fast, or why it failed.
 
     ``error`` is None on success; otherwise the typed error, and ``text`` is
-    the partial text. ``attempts`` counts HTTP attempts (1 = no retry).
+    the partial text. ``attempts`` counts HTTP attempts (1 = no retry),
+    restarts included; ``hosts_tried`` names the host of each attempt, in
+    order (its last is ``host``); ``restarts`` counts the times the stream
+    was cut mid-reply and sent again from scratch (``RetryPolicy.on_interrupt``).
     ``cached`` is True when the result came from a response cache.
     """
 
@@ -145,6 +148,8 @@ class Result:
     attempts: int = 0
     error: Optional[BaseException] = None
     cached: bool = False
+    hosts_tried: Tuple[str, ...] = ()
+    restarts: int = 0
 
     @property
     def ok(self) -> bool:

@@ -4,9 +4,9 @@ The only module that imports tenacity. A stream is retried only while nothing
 has reached the consumer (connect → status line → first chunk); after that the
 stream is committed and an interruption is the stream layer's business
 (``RetryPolicy.on_interrupt``). :class:`Attempts` holds the attempt budget of
-one stream, shared by its first request and any replays.
+one stream, shared by its first request and any restarts or replays.
 
-Choices made here (design §1, §3):
+Choices made here (see docs/architecture.md):
 
 - Retryable by default: :class:`ConnectError`, ``StreamTimeout(phase="connect")``,
   :class:`ServerBusy` (429/503) and ``ResponseError`` 500/502/503/504.

@@ -34,6 +34,8 @@ EXAMPLES: Dict[str, Any] = {
     "skip_invalid": True,
     "cache": "cache.db",
     "input_format": "jsonl",
+    "prompt_column": "text",
+    "id_column": "key",
     "retry": RetryPolicy(attempts=5),
     "timeouts": Timeouts(total=30.5),
     "progress": False,
@@ -42,9 +44,12 @@ EXAMPLES: Dict[str, Any] = {
     "embed_truncate": False,
     "embed_dimensions": 256,
     "output_format": "npy",
+    "ray_address": "auto",
+    "ray_actors": 3,
 }
 LIBRARY_ONLY = {"max_problems"}
-NOT_RESUMED = {"resume"}  # the resume command continues the run: no --no-resume
+# The resume command continues the run: no --no-resume; and it never shows a key.
+NOT_RESUMED = {"resume", "api_key"}
 
 
 def _batch_parser_dests() -> Dict[str, Any]:

@@ -31,6 +31,9 @@ def test_both_clients_are_measured_on_the_same_groups(emu: Emulator) -> None:
                               inputs=generated_inputs(10, 6), group=4, requests=3, rounds=2)
     before = emu.counters()
     rows = run_embed_bench(config)
+    # The emulator counts an embed's inputs just after sending its reply.
+    want = before["embed_inputs"] + 4 * (2 + 2 + 12)
+    assert emu.wait_until(lambda c: c["embed_inputs"] >= want, timeout=5.0), emu.counters()
     after = emu.counters()
     assert [row.client for row in rows] == ["streamkit", "ollama"]
     for row in rows:

@@ -42,7 +42,7 @@ def test_poisson_schedule_is_seeded_with_the_right_mean() -> None:
 
 
 @pytest.mark.parametrize("rate,arrival,kwargs", [
-    (0.0, "constant", {"count": 1}), (1.0, "gamma", {"count": 1}), (1.0, "constant", {})])
+    (0.0, "constant", {"count": 1}), (1.0, "weibull", {"count": 1}), (1.0, "constant", {})])
 def test_bad_schedules(rate: float, arrival: str, kwargs: Any) -> None:
     with pytest.raises(ConfigError):
         arrival_offsets(rate, arrival, **kwargs)

@@ -9,7 +9,7 @@ from typing import Any, Optional
 
 import pytest
 
-from streamkit.bench import report
+from streamkit.bench import compare, report
 from streamkit.bench.load import LoadPlan
 from streamkit.bench.metrics import (
     Distribution,
@@ -195,9 +195,10 @@ EXPECTED_COLUMNS = [
     "eval_rate_mean", "prompt_eval_rate_mean", "client_tps_mean", "tokens_per_chunk_mean",
     "load_ms_mean", "dispatch_ms_p99", "client_cpu", "coalesced_frac",
     "floor_lag_ms_p50", "floor_lag_ms_p99", "floor_ttft_ms_p50", "warnings",
-    # appended for servers that send no token counts (issue 7 follow-up)
+    # appended for servers that send no token counts
     "token_counts", "output_tok_per_s_estimated",
-] + [f"tpot_ms_estimated_{s}" for s in ("count", "mean", "p50", "p90", "p95", "p99", "max")]
+] + [f"tpot_ms_estimated_{s}" for s in ("count", "mean", "p50", "p90", "p95", "p99", "max")
+     ] + ["repeat"]  # appended with --repeat
 
 
 def make_run(ttft: float = 300.0, name: str = "m") -> BenchRun:
@@ -230,8 +231,8 @@ def test_summary_csv_columns_are_stable(tmp_path: object) -> None:
 def test_run_json_and_requests_jsonl(tmp_path: object) -> None:
     out = str(tmp_path)
     paths = report.write_outputs(make_run(), out, plots=False)
-    assert sorted(p.rsplit("/", 1)[1] for p in paths) == ["requests.jsonl", "run.json",
-                                                          "summary.csv"]
+    assert sorted(p.rsplit("/", 1)[1] for p in paths) == ["report.html", "requests.jsonl",
+                                                          "run.json", "summary.csv"]
     data = report.load_run(out)
     assert data["schema"] == report.RUN_SCHEMA
     assert "tpot_ms" in data["formulas"] and data["config"]["model"] == "m"
@@ -259,7 +260,7 @@ def test_compare_two_runs(tmp_path: object) -> None:
     report.write_outputs(make_run(300.0, "fast"), a, plots=False)
     report.write_outputs(make_run(330.0, "slow"), b, plots=False)
     runs = [("a", report.load_run(a)), ("b", report.load_run(b))]
-    text = report.format_compare(runs)
+    text = compare.format_compare(runs)
     lines = text.splitlines()
     assert lines[0].split()[:2] == ["point", "run"]
     assert sum(1 for line in lines if line.startswith("concurrency 1")) == 2
@@ -272,10 +273,12 @@ def test_png_charts_render(tmp_path: object) -> None:
     pytest.importorskip("matplotlib")
     out = str(tmp_path)
     paths = report.write_outputs(make_run(), out)
-    pngs = [p for p in paths if p.endswith(".png")]
-    assert len(pngs) == 3
-    for path in pngs:
-        with open(path, "rb") as fh:
+    pngs = sorted(p.rsplit("/", 1)[1] for p in paths if p.endswith(".png"))
+    # one timeline per point, not only the last
+    assert pngs == ["ecdf.png", "latency-throughput.png", "load.png",
+                    "timeline-concurrency-1.png", "timeline-concurrency-4.png"]
+    for name in pngs:
+        with open(f"{out}/{name}", "rb") as fh:
             assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
@@ -372,7 +375,7 @@ def test_compare_marks_estimates(tmp_path: Any) -> None:
     a, b = f"{tmp_path}/a", f"{tmp_path}/b"
     report.write_outputs(make_run(), a, plots=False)
     report.write_outputs(make_uncounted_run(), b, plots=False)
-    text = report.format_compare([("a", report.load_run(a)), ("b", report.load_run(b))])
+    text = compare.format_compare([("a", report.load_run(a)), ("b", report.load_run(b))])
     assert "~20.00" in text and "~ = estimated" in text
     assert "TPOT p50 -" in text  # an estimate is not compared with a server count
 
@@ -384,4 +387,4 @@ def test_charts_of_a_run_without_token_counts_warn_nothing(tmp_path: Any) -> Non
     with warnings.catch_warnings():
         warnings.filterwarnings("error", message=".*[Nn]o artists")
         paths = report.write_outputs(make_uncounted_run(), str(tmp_path))
-    assert len([p for p in paths if p.endswith(".png")]) == 3
+    assert len([p for p in paths if p.endswith(".png")]) == 5

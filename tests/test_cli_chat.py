@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import base64
 import io
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import threading
-from typing import Any, Iterator, List, Optional
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional
 
 import pytest
+from rawserver import RawServer, Wire, wire_handler
 
 from streamkit import Chunk, Result
 from streamkit.cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, main
@@ -38,7 +42,7 @@ def test_chat_builtin_prints_emulator_text(capsys: pytest.CaptureFixture[str]) -
 
 def test_chat_with_system_and_options(capsys: pytest.CaptureFixture[str]) -> None:
     code = main(["chat", "--host", "builtin", "-m", "demo", "--system", "Be terse",
-                 "-o", "num_predict=3", "-o", "seed=5", "Hi"])
+                 "-O", "num_predict=3", "--option", "seed=5", "Hi"])
     assert code == EXIT_OK
     body = {"messages": [{"role": "system", "content": "Be terse"}, user("Hi")],
             "options": {"num_predict": 3, "seed": 5}}
@@ -50,12 +54,14 @@ def test_generate_builtin(capsys: pytest.CaptureFixture[str]) -> None:
     assert capsys.readouterr().out == expected("demo", {"prompt": "Once upon"}).text + "\n"
 
 
-def test_unknown_model_one_line_with_pull_hint(capsys: pytest.CaptureFixture[str]) -> None:
+def test_unknown_model_on_builtin_names_the_emulator_models(
+        capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["chat", "--host", "builtin", "-m", "nosuch", "Hello"]) == EXIT_FAILED
     out, err = capsys.readouterr()
     assert out == ""
     assert len(err.strip().splitlines()) == 1
-    assert "ollama pull nosuch" in err
+    assert err.count("nosuch") == 1  # said once
+    assert "the built-in emulator has demo" in err and "ollama pull" not in err
 
 
 def test_unreachable_host_one_line_how_to_start_ollama(
@@ -213,3 +219,90 @@ def test_sigint_during_one_shot_exits_130() -> None:
                 proc.kill()
                 proc.communicate()
         assert proc.returncode == EXIT_INTERRUPTED, err
+
+
+# -- like `ollama run` and `llm`: stdin, --format, --think, --system, --image, -v ------
+
+
+def _bodies(server: Any) -> List[Dict[str, Any]]:
+    return [json.loads(r.body) for r in server.requests if r.method == "POST"]
+
+
+@pytest.mark.parametrize("command", ["chat", "generate"])
+def test_dash_reads_the_prompt_from_stdin(command: str, monkeypatch: pytest.MonkeyPatch,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(sys, "stdin", io.StringIO("line one\nline two\n"))
+    with RawServer(wire_handler(Wire("ollama", command), ["ok"])) as server:
+        assert main([command, "--host", server.url, "-m", "demo", "-"]) == EXIT_OK
+        [body] = _bodies(server)
+    sent = body["prompt"] if command == "generate" else body["messages"][-1]["content"]
+    assert sent == "line one\nline two\n"
+    assert capsys.readouterr().out == "ok\n"
+
+
+def test_generate_reads_a_piped_stdin_without_a_prompt(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(sys, "stdin", io.StringIO("Once upon a time"))
+    assert main(["generate", "--host", "builtin", "-m", "demo"]) == EXIT_OK
+    assert capsys.readouterr().out == expected("demo", {"prompt": "Once upon a time"}).text + "\n"
+
+
+def test_empty_stdin_prompt_is_a_usage_error(monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(sys, "stdin", io.StringIO("  \n"))
+    assert main(["generate", "--host", "builtin", "-m", "demo", "-"]) == EXIT_USAGE
+    assert "empty" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["chat", "generate"])
+def test_format_think_system_and_images_reach_the_request(
+        command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    png = tmp_path / "dot.png"
+    png.write_bytes(b"\x89PNG\r\n\x1a\nfake")
+    schema = '{"type": "object"}'
+    with RawServer(wire_handler(Wire("ollama", command), ["{}"])) as server:
+        assert main([command, "--host", server.url, "-m", "demo", "--format", schema,
+                     "--think", "low", "--system", "be brief", "--image", str(png),
+                     "--image", str(png), "What is this?"]) == EXIT_OK
+        [body] = _bodies(server)
+    image = base64.b64encode(png.read_bytes()).decode()
+    assert body["format"] == {"type": "object"} and body["think"] == "low"
+    if command == "generate":
+        assert body["system"] == "be brief" and body["images"] == [image, image]
+    else:
+        assert body["messages"][0] == {"role": "system", "content": "be brief"}
+        assert body["messages"][-1]["images"] == [image, image]
+
+
+def test_chat_images_as_openai_content_parts(tmp_path: Path) -> None:
+    png = tmp_path / "dot.png"
+    png.write_bytes(b"\x89PNG\r\n\x1a\nfake")
+    with RawServer(wire_handler(Wire("openai", "chat"), ["a"])) as server:
+        assert main(["chat", "--dialect", "openai", "--host", server.url, "-m", "demo",
+                     "--image", str(png), "What is this?"]) == EXIT_OK
+        [body] = _bodies(server)
+    image = base64.b64encode(png.read_bytes()).decode()
+    assert body["messages"][-1]["content"] == [
+        {"type": "text", "text": "What is this?"},
+        {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{image}"}}]
+
+
+def test_missing_image_file_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["generate", "--host", "builtin", "-m", "demo", "--image", "/nonexistent.png",
+                 "Hi"]) == EXIT_USAGE
+    assert "/nonexistent.png" in capsys.readouterr().err
+
+
+def test_verbose_shows_retries_waits_and_the_host(capsys: pytest.CaptureFixture[str]) -> None:
+    def busy(conn: Any) -> None:
+        conn.respond(503, b'{"error": "busy"}', {"Retry-After": "0"})
+
+    ok = wire_handler(Wire("ollama", "generate"), ["ok"])
+    with RawServer([busy, ok, busy, ok]) as server:
+        assert main(["generate", "--host", server.url, "-m", "demo", "Hi"]) == EXIT_OK
+        quiet = capsys.readouterr().err
+        assert main(["generate", "--host", server.url, "-m", "demo", "-v", "Hi"]) == EXIT_OK
+        loud = capsys.readouterr().err
+    assert quiet == ""
+    assert f"host: {server.url}" in loud
+    assert "attempt 1 of 3 failed" in loud and "retrying in 0.00 s" in loud

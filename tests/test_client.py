@@ -20,7 +20,8 @@ from streamkit import (
     ServerStreamError,
     Timeouts,
 )
-from streamkit.client import Client, Conversation
+from streamkit.client import Client
+from streamkit.conversation import Conversation
 from streamkit.emulator import Emulator, EmulatorConfig, expected
 
 SECRET = "sk-test-0123456789abcdef"

@@ -17,7 +17,7 @@ from streamkit.config import (
 )
 from streamkit.errors import ConfigError
 
-# The table of the protocol reference §6 (ollama-python's _parse_host), plus the
+# The host-parsing table of ollama-python's _parse_host, plus the
 # cases of its doctest.
 HOST_TABLE = [
     (None, "http://127.0.0.1:11434"),
@@ -120,9 +120,11 @@ def test_retry_policy_rejects_bad_values_naming_the_field(
 
 def test_retry_policy_defaults() -> None:
     p = RetryPolicy()
-    assert (p.attempts, p.backoff_max, p.retry_after_max, p.on_interrupt) == (3, 8.0, 60.0, "fail")
+    # None: "restart" where nobody sees chunks (map, batch), "fail" elsewhere.
+    assert (p.attempts, p.backoff_max, p.retry_after_max, p.on_interrupt) == (3, 8.0, 60.0, None)
     assert not p.retry_first_token_timeout
-    assert RetryPolicy(attempts=1, on_interrupt="replay").on_interrupt == "replay"
+    for mode in ("fail", "replay", "restart"):
+        assert RetryPolicy(attempts=1, on_interrupt=mode).on_interrupt == mode
 
 
 def test_api_key_from_env_is_a_secret() -> None:

@@ -20,6 +20,7 @@ from streamkit.errors import (
     Cancelled,
     ConfigError,
     ConnectError,
+    StreamInterrupted,
 )
 from streamkit.records import Chunk, GenerateRequest, Result
 
@@ -488,3 +489,27 @@ def test_a_client_pool_smaller_than_the_workers_is_reported(
         caplog.clear()
         Dispatcher(client, hosts=[("http://127.0.0.1:9", 2)], workers=16).close()
         assert "pool_size" not in caplog.text
+
+
+@pytest.mark.parametrize("fault", ["cut,after=3,first=1", "stall,after=3,first=1"])
+def test_map_restarts_a_cut_or_stalled_stream_from_scratch(fault: str) -> None:
+    from streamkit.config import Timeouts
+    config = EmulatorConfig(parallel=2, tokens_per_second=0, faults=fault)
+    with Emulator(config) as emu, Dispatcher(host=emu.url, workers=1, retry=sk_retry(),
+                                             timeouts=Timeouts(idle=0.3)) as d:
+        (result,) = d.map([_gen(0, 12)])
+    assert result.ok and result.text == _expected_text(_gen(0, 12), config)
+    assert (result.attempts, result.restarts) == (2, 1)
+    assert result.hosts_tried == (emu.url, emu.url) and result.timing.chunks == 13
+
+
+def test_events_never_restarts_a_stream_whose_chunks_went_out() -> None:
+    config = EmulatorConfig(parallel=2, tokens_per_second=0, faults="cut,after=3,first=1")
+    with Emulator(config) as emu, Dispatcher(host=emu.url, workers=1, retry=sk_retry()) as d:
+        events = list(d.events([_gen(0, 12)]))
+        counters = emu.counters()
+    chunks = [item for _, item in events if isinstance(item, Chunk)]
+    result = events[-1][1]
+    assert isinstance(result, Result) and isinstance(result.error, StreamInterrupted)
+    assert (result.attempts, result.restarts, counters["requests"]) == (1, 0, 1)
+    assert "".join(c.text for c in chunks) == result.text != ""

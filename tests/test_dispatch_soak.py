@@ -1,4 +1,6 @@
-"""Soak: 5,000 requests through 64 workers with ~10% random faults (slow; CI runs it).
+"""Soak: 5,000 requests through 64 workers with ~10% random faults, and 5,000
+over three emulator processes killed and restarted during the run (slow; CI
+runs them).
 
 Every request must end exactly once, as a success with the right text or as
 a typed StreamkitError; nothing hangs; threads, sockets and RSS come back to
@@ -10,11 +12,13 @@ from __future__ import annotations
 import collections
 import gc
 import os
+import random
 import threading
 import time
 from typing import Dict, List
 
 import pytest
+from emuprocs import EmulatorProcess, start_hosts, stop_hosts
 from leakcheck import socket_inodes
 
 from streamkit.config import RetryPolicy, Timeouts
@@ -107,3 +111,74 @@ def test_soak_every_request_ends_exactly_once_and_resources_come_back() -> None:
     assert threading.active_count() <= threads_before
     assert _sockets() <= sockets_before, _describe_sockets(port)
     assert rss_after - rss_warm < RSS_TOLERANCE_MB
+
+
+CHURN_HOSTS = 3
+CHURN_PARALLEL = 16
+CHURN_WORKERS = 48
+CHURN_TOKENS_PER_SECOND = 400
+
+
+def _churn(hosts: List[EmulatorProcess], stop: threading.Event, kills: List[int]) -> None:
+    """Kill a random host (SIGKILL), restart it on its port shortly after; repeat."""
+    rng = random.Random(11)
+    while not stop.wait(rng.uniform(0.3, 0.8)):
+        victim = rng.choice(hosts)
+        victim.kill()
+        kills.append(victim.port)
+        stop.wait(rng.uniform(0.1, 0.6))
+        victim.restart()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc (Linux)")
+def test_soak_with_host_churn_every_request_ends_exactly_once() -> None:
+    threads_before = threading.active_count()
+    sockets_before = _sockets()
+    hosts = start_hosts(CHURN_HOSTS, "--parallel", str(CHURN_PARALLEL),
+                        "--tokens-per-second", str(CHURN_TOKENS_PER_SECOND))
+    stop, kills = threading.Event(), []  # kills: the ports killed, in order
+    churn = threading.Thread(target=_churn, args=(hosts, stop, kills), name="churn")
+    timeouts = Timeouts(connect=2.0, first_token=10.0, idle=2.0)
+    retry = RetryPolicy(attempts=4, backoff_base=0.05, backoff_max=0.5)
+    try:
+        with Dispatcher(hosts=[(h.url, CHURN_PARALLEL) for h in hosts],
+                        workers=CHURN_WORKERS, timeouts=timeouts, retry=retry) as d:
+            churn.start()
+            started = time.monotonic()
+            results = _run(d, REQUESTS)
+            elapsed = time.monotonic() - started
+            stop.set()
+            churn.join(30)
+    finally:
+        stop.set()
+        if churn.is_alive():
+            churn.join(30)
+        stop_hosts(hosts)
+
+    ids = collections.Counter(r.id for r in results)
+    assert len(results) == REQUESTS and set(ids) == {str(i) for i in range(REQUESTS)}
+    assert max(ids.values()) == 1
+    untyped = [r for r in results if r.error is not None
+               and not isinstance(r.error, StreamkitError)]
+    assert not untyped, f"untyped errors: {[repr(r.error) for r in untyped[:5]]}"
+    kinds: Dict[str, int] = collections.Counter(
+        "ok" if r.ok else type(r.error).__name__ for r in results)
+    dialect = get_dialect("ollama")
+    config = EmulatorConfig(parallel=CHURN_PARALLEL, tokens_per_second=CHURN_TOKENS_PER_SECOND)
+    wrong = [r.id for r in results if r.ok and r.text != expected(
+        "demo", dialect.generate(_request(int(r.id or 0)))[1], config).text]
+    assert not wrong
+    restarted = sum(1 for r in results if r.restarts)
+    print(f"\nchurn soak: {REQUESTS} requests in {elapsed:.1f} s; {len(kills)} kills; "
+          f"outcomes {dict(kinds)}; {restarted} restarted")
+    assert len(kills) >= 3
+    assert kinds["ok"] >= REQUESTS * 0.98, kinds
+
+    deadline = time.monotonic() + 5.0
+    while time.monotonic() < deadline and (threading.active_count() > threads_before
+                                           or _sockets() > sockets_before):
+        time.sleep(0.05)  # polling a condition with a deadline: sockets have no event
+    assert threading.active_count() <= threads_before
+    assert _sockets() <= sockets_before

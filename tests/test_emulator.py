@@ -371,6 +371,22 @@ def test_counters_endpoint_and_reset(emu: Emulator) -> None:
     assert reset["inference"] == 0 and emu.counters()["completed"] == 0
 
 
+def test_peak_in_flight_is_the_most_generating_at_once() -> None:
+    with Emulator(tokens_per_second=5, parallel=2) as emu:
+        socks = [_open_stream(emu.url, GEN_BODY) for _ in range(3)]
+        try:
+            assert emu.wait_until(lambda c: c["in_flight"] == 2 and c["waiting"] == 1, 5)
+            assert emu.counters()["peak_in_flight"] == 2
+            # A reset starts the peak over from the streams still generating.
+            assert exchange(emu.url, "POST", "/_emulator/reset").json()["peak_in_flight"] == 2
+        finally:
+            for sock in socks:
+                sock.close()
+        assert emu.wait_until(lambda c: c["in_flight"] == 0 and c["waiting"] == 0, 5)
+        assert emu.counters()["peak_in_flight"] == 2
+        assert exchange(emu.url, "POST", "/_emulator/reset").json()["peak_in_flight"] == 0
+
+
 def test_start_stop_idempotent_and_thread_named() -> None:
     emu = Emulator()
     emu.start()

@@ -61,7 +61,7 @@ class Case:
     phase: Optional[str] = None
     timeouts: Timeouts = TIMEOUTS
     check: Optional[Callable[[Result], None]] = field(default=None, compare=False)
-    openai_error: Optional[Type[BaseException]] = None  # when /v1 differs (protocol ref §5)
+    openai_error: Optional[Type[BaseException]] = None  # when /v1 differs
     known_bug: Optional[str] = None  # strict xfail: remove when the bug is fixed
 
     def error_for(self, dialect: str) -> Optional[Type[BaseException]]:

@@ -534,9 +534,12 @@ def test_replay_trims_a_chunk_straddling_the_boundary(transport: Transport) -> N
     cut = [b'{"response":"ab","done":false}', b'{"response":"cd","done":false}']
     full = [b'{"response":"abc","done":false}', b'{"response":"def","done":false}',
             b'{"response":"","done":true,"done_reason":"stop"}']
-    with RawServer([cut_after(cut), ndjson(full)]) as server, \
+    seen = threading.Event()
+    with RawServer([cut_after(cut, seen), ndjson(full)]) as server, \
             make(server.url, transport, retry=REPLAY) as s:
-        chunks = list(s)
+        chunks = [next(s)]
+        seen.set()
+        chunks += list(s)
     assert [c.text for c in chunks] == ["ab", "cd", "ef", ""]
     assert [c.index for c in chunks] == [0, 1, 2, 3]
     assert s.result().text == "abcdef"
@@ -546,12 +549,14 @@ def test_replay_that_diverges_delivers_nothing_divergent(transport: Transport) -
     cut = [b'{"response":"Hello ","done":false}', b'{"response":"wor","done":false}']
     other = [b'{"response":"Hello ","done":false}', b'{"response":"WORLD","done":false}',
              b'{"response":"!","done":true}']
-    with RawServer([cut_after(cut), ndjson(other)]) as server, \
+    seen = threading.Event()
+    with RawServer([cut_after(cut, seen), ndjson(other)]) as server, \
             make(server.url, transport, retry=REPLAY) as s:
         got: List[str] = []
         with pytest.raises(StreamDiverged) as info:
             for c in s:
                 got.append(c.text)
+                seen.set()
     assert got == ["Hello ", "wor"]
     assert info.value.delivered == "Hello wor" == info.value.partial
     assert info.value.replayed.startswith("Hello W")
@@ -561,9 +566,58 @@ def test_replay_that_diverges_delivers_nothing_divergent(transport: Transport) -
 def test_replay_that_ends_short_diverges(transport: Transport) -> None:
     cut = [b'{"response":"Hello ","done":false}', b'{"response":"world","done":false}']
     short = [b'{"response":"Hello","done":true}']
-    with RawServer([cut_after(cut), ndjson(short)]) as server, \
+    seen = threading.Event()
+    with RawServer([cut_after(cut, seen), ndjson(short)]) as server, \
             make(server.url, transport, retry=REPLAY) as s, pytest.raises(StreamDiverged):
-        list(s)
+        for _ in s:
+            seen.set()
+
+
+# -- restart (nothing reached the caller) -------------------------------------------
+
+RESTART = RetryPolicy(attempts=3, backoff_base=0.01, on_interrupt="restart")
+CUT = [b'{"response":"Hello ","done":false}', b'{"response":"wor","done":false}']
+OTHER = [b'{"response":"Good","done":false}', b'{"response":"bye","done":false}',
+         b'{"response":"","done":true,"done_reason":"stop"}']
+
+
+@pytest.mark.parametrize("retry", [RESTART, REPLAY], ids=["restart", "replay"])
+def test_a_cut_nobody_saw_restarts_from_scratch(transport: Transport,
+                                                 retry: RetryPolicy) -> None:
+    # result() without iterating: no chunk reached the caller, so the partial
+    # reply is thrown away and the new one (other text: no prefix check) is it.
+    with RawServer([cut_after(CUT), ndjson(OTHER)]) as server, \
+            make(server.url, transport, retry=retry) as s:
+        result = s.result(timeout=WAIT)
+        chunks = list(s)
+    assert result.ok and result.text == "Goodbye" == "".join(c.text for c in chunks)
+    assert [c.index for c in chunks] == [0, 1, 2]
+    assert (result.attempts, result.restarts, len(result.hosts_tried)) == (2, 1, 2)
+    assert result.timing.chunks == 3 and len(server.requests) == 2
+
+
+def test_restart_never_restarts_a_stream_whose_caller_took_chunks(
+        transport: Transport) -> None:
+    seen = threading.Event()
+    with RawServer([cut_after(CUT, seen), ndjson(OTHER)]) as server, \
+            make(server.url, transport, retry=RESTART) as s:
+        got = [next(s).text]
+        seen.set()
+        with pytest.raises(StreamInterrupted) as info:
+            for c in s:
+                got.append(c.text)
+    assert got == ["Hello ", "wor"] and info.value.partial == "Hello wor"
+    result = s.result()
+    assert (result.text, result.attempts, result.restarts) == ("Hello wor", 1, 0)
+    assert len(server.requests) == 1
+
+
+def test_restart_is_bounded_by_the_attempt_budget(transport: Transport) -> None:
+    with RawServer([cut_after(CUT)] * 3) as server, \
+            make(server.url, transport, retry=RESTART) as s:
+        result = s.result(timeout=WAIT)
+    assert isinstance(result.error, StreamInterrupted)
+    assert (result.attempts, result.restarts) == (3, 2) and len(server.requests) == 3
 
 
 def test_no_replay_by_default(transport: Transport) -> None:
@@ -672,11 +726,15 @@ def ndjson(lines: List[bytes]) -> Any:
     return handler
 
 
-def cut_after(lines: List[bytes]) -> Any:
+def cut_after(lines: List[bytes], seen: Optional[threading.Event] = None) -> Any:
+    """Send ``lines``, then cut; with ``seen``, cut only once it is set (the
+    consumer took a chunk: a replay, not a restart, follows)."""
     def handler(conn: RawConn) -> None:
         conn.send_head(200, {"Content-Type": "application/x-ndjson"})
         for line in lines:
             conn.send_chunk(line + b"\n")
+        if seen is not None:
+            seen.wait(WAIT)
         conn.cut()
     return handler
 

@@ -14,7 +14,7 @@ from typing import Callable, List, Optional, Tuple
 import pytest
 
 from streamkit._stream import channel as channel_module
-from streamkit._stream.channel import ReceiveEnd, SendEnd, Stopped, open_channel
+from streamkit._stream.channel import ReceiveEnd, SendEnd, Stopped, discard, open_channel
 from streamkit.errors import Cancelled, StreamError
 from streamkit.records import Chunk, Result
 
@@ -45,6 +45,9 @@ class Recorder:
 
     def record(self, chunks: List[Chunk]) -> None:
         self.batches.append(chunks)
+
+    def reset(self) -> None:
+        self.batches = []
 
 
 def build(error: Optional[BaseException]) -> Result:
@@ -347,3 +350,67 @@ def test_add_waiter_refuses_when_there_is_something_to_take() -> None:
         assert not rx.add_waiter(loop, loop.create_future())
     finally:
         loop.close()
+
+
+# -- rewind: a restart from scratch, only if the consumer saw nothing ----------------
+
+
+def test_rewind_drops_unseen_chunks_and_the_record() -> None:
+    tx, rx, _, recorder = channel()
+    tx.claim(None)
+    tx.send(chunks("a", "b"))
+    assert tx.rewind()
+    assert rx.queued == 0 and not rx.has_unread() and recorder.batches == []
+    tx.send(chunks("x"))
+    assert rx.take(0) == chunks("x")
+
+
+def test_rewind_refuses_once_the_consumer_took_a_chunk() -> None:
+    tx, rx, _, recorder = channel()
+    tx.claim(None)
+    tx.send(chunks("a"))
+    tx.send(chunks("b", start=1))
+    assert rx.take(0) == chunks("a")
+    assert not tx.rewind()
+    assert rx.take(0) == chunks("b", start=1) and len(recorder.batches) == 2
+
+
+def test_rewind_and_take_race_one_winner() -> None:
+    # Whoever takes the lock first wins: either the consumer got the old
+    # chunk and the rewind is refused, or it never sees the old chunk at all.
+    for _ in range(200):
+        tx, rx, _, _ = channel()
+        tx.claim(None)
+        tx.send(chunks("old"))
+        start = threading.Barrier(2)
+
+        def consume(rx: ReceiveEnd = rx, start: threading.Barrier = start) -> object:
+            start.wait(WAIT)
+            return rx.take(WAIT)
+        thread, out = in_thread(consume)
+        start.wait(WAIT)
+        rewound = tx.rewind()
+        if rewound:
+            tx.send(chunks("new"))
+        thread.join(WAIT)
+        assert out == [chunks("new" if rewound else "old")]
+
+
+def test_a_sink_that_hands_chunks_on_counts_as_seen_and_discard_never_does() -> None:
+    tx, _, _, _ = channel()
+    got: List[Chunk] = []
+    tx.claim(got.append)
+    tx.send(chunks("a"))
+    assert got == chunks("a") and not tx.rewind() and not tx.discarding
+    tx, rx, _, recorder = channel()
+    tx.claim(discard)
+    tx.send(chunks("a"))
+    assert tx.discarding and rx.queued == 0 and recorder.batches == [chunks("a")]
+    assert tx.rewind() and recorder.batches == []
+
+
+def test_rewind_after_the_end_is_refused() -> None:
+    tx, _, _, _ = channel()
+    tx.claim(None)
+    tx.finish(None, build)
+    assert not tx.rewind()

@@ -10,14 +10,23 @@ from typing import Any, List
 
 import pytest
 
-from streamkit._stream.routing import FixedRoute, HostRouter, is_host_failure, parse_hosts
+from streamkit._stream.routing import (
+    FixedRoute,
+    HostRouter,
+    is_cut,
+    is_host_failure,
+    parse_hosts,
+)
 from streamkit.errors import (
     Cancelled,
     ConfigError,
     ConnectError,
     ModelNotFound,
+    ProtocolError,
     ResponseError,
     ServerBusy,
+    ServerStreamError,
+    StreamDiverged,
     StreamInterrupted,
     StreamTimeout,
 )
@@ -59,9 +68,18 @@ def test_parse_hosts_rejects_bad_lists(hosts: Any) -> None:
     (ResponseError("bad", status_code=400), False),
     (ModelNotFound("no", model="m"), False),
     (Cancelled(), False),
+    # After the first chunk: a cut is the host's failure, a bad reply is not.
+    (StreamInterrupted("cut"), True),
+    (StreamTimeout("stalled", phase="idle"), True),
+    (StreamTimeout("too long", phase="total"), False),
+    (StreamDiverged("other text", delivered="a", replayed="b"), False),
+    (ServerStreamError("in-band error"), False),
+    (ProtocolError("bad json"), False),
 ])
 def test_is_host_failure(error: BaseException, failure: bool) -> None:
     assert is_host_failure(error) is failure
+    cut = isinstance(error, (StreamInterrupted, StreamTimeout)) and failure
+    assert is_cut(error) is (cut and getattr(error, "phase", "") != "connect")
 
 
 # ---------------------------------------------------------------------------
@@ -192,14 +210,79 @@ def test_router_in_flight_failures_of_one_outage_do_not_lengthen_the_cooldown() 
     assert snap["failures"] == 1 and snap["cooldown_left"] == 1.0 and snap["in_flight"] == 0
 
 
-def test_router_ignores_errors_after_streaming_and_request_errors() -> None:
+def test_router_ignores_bad_replies_after_streaming_and_request_errors() -> None:
     router = _router("http://a:1")
     never = threading.Event()
     router.acquire([], never)
-    router.release("http://a:1", StreamInterrupted("cut"), True)
+    router.release("http://a:1", ServerStreamError("in-band error"), True)
     router.acquire([], never)
     router.release("http://a:1", ModelNotFound("no", model="m"), False)
     assert not router.cooled_down("http://a:1")
+
+
+def test_router_cools_down_a_host_that_cut_a_stream_like_a_refusal() -> None:
+    clock = FakeClock()
+    router = _router(("http://a:1", 4), ("http://b:1", 4), clock=clock)
+    never = threading.Event()
+    router.acquire([], never)
+    router.release("http://a:1", StreamInterrupted("cut"), True)
+    assert router.cooled_down("http://a:1")
+    assert router.snapshot()["http://a:1"]["failures"] == 1
+    assert [router.acquire([], never) for _ in range(3)] == ["http://b:1"] * 3
+
+
+def test_router_probes_a_host_after_its_cooldown_with_one_request() -> None:
+    clock = FakeClock()
+    a, b = "http://a:1", "http://b:1"
+    router = _router((a, 4), (b, 4), clock=clock)
+    never = threading.Event()
+    router.acquire([], never)
+    router.release(a, ConnectError("refused"), False)
+    router.acquire([], never)  # b: 1 in flight, a: none (least loaded, if it were healthy)
+    clock.now += 1.01
+    assert router.acquire([], never) == a  # the probe
+    assert [router.acquire([], never) for _ in range(3)] == [b] * 3  # not a flood
+    router.release(a, ConnectError("refused"), False)  # the probe failed: 2 s now
+    assert router.snapshot()[a]["cooldown_left"] == 2.0
+    clock.now += 2.01
+    assert router.acquire([], never) == a
+    router.release(a, None, True)  # the probe streamed: healthy again
+    assert router.snapshot()[a]["failures"] == 0
+    assert [router.acquire([], never) for _ in range(3)] == [a, a, a]
+
+
+def test_router_waits_for_a_healthy_host_rather_than_retrying_where_it_failed() -> None:
+    # b is full, a has free slots: a stream that failed on a waits for b.
+    a, b = "http://a:1", "http://b:1"
+    router = _router((a, 4), (b, 1))
+    never = threading.Event()
+    assert router.acquire([], never) == a
+    assert router.acquire([], never) == b
+    got: List[str] = []
+    acquired = threading.Event()
+
+    def waiter() -> None:
+        got.append(router.acquire([a], never))
+        acquired.set()
+    thread = threading.Thread(target=waiter)
+    thread.start()
+    assert not acquired.wait(0.2)
+    assert router.acquire([], never) == a  # fresh streams still use a
+    router.release(b, None, True)
+    assert acquired.wait(WAIT)
+    thread.join(WAIT)
+    assert got == [b]
+
+
+def test_router_goes_back_to_a_tried_host_when_no_healthy_one_is_left() -> None:
+    clock = FakeClock()
+    a, b = "http://a:1", "http://b:1"
+    router = _router((a, 4), (b, 4), clock=clock)
+    never = threading.Event()
+    assert router.acquire([a], never) == b
+    router.release(b, ConnectError("refused"), False)  # b cooling: only a is left
+    assert router.acquire([a, b], never) == a
+    assert _router(a).acquire([a, a], never) == a  # one host: nowhere else to go
 
 
 def test_router_waits_for_the_earliest_cooldown_when_all_hosts_are_down() -> None:

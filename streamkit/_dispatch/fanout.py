@@ -12,8 +12,10 @@ from __future__ import annotations
 import dataclasses
 import threading
 from collections import deque
+from threading import Condition
 from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, Iterable, Optional, Tuple
 
+from .._stream.channel import discard
 from ..records import Chunk, Request, Result
 from .pool import POLL_S, Job, Pool
 
@@ -22,6 +24,22 @@ if TYPE_CHECKING:
 
 #: Chunks buffered in the merged channel of events() before workers wait.
 EVENTS_BUFFER = 1024
+#: Longest wait of a worker for space before it re-checks its job and the
+#: channel (a cancel or close wakes it at once; this is only a backstop).
+BACKSTOP_S = 1.0
+
+
+class _Waiting:
+    """A worker waiting for space in a Merged channel, with the chunk it brings:
+    its own Condition, so a freed slot wakes exactly this worker, in arrival order."""
+
+    __slots__ = ("cond", "granted", "item", "job")
+
+    def __init__(self, lock: threading.Lock, job: Job, item: Any) -> None:
+        self.cond = Condition(lock)
+        self.granted = False  # its chunk was queued in a freed slot
+        self.item = item
+        self.job = job
 
 
 class Merged:
@@ -32,63 +50,98 @@ class Merged:
     full channel waits, which stops its stream reading the socket
     (backpressure), until the consumer catches up, the job is cancelled or the
     channel is closed (then the chunk is dropped: nobody will read it).
+
+    Waking is O(1) per chunk, whatever the number of workers: the consumer
+    waits on ``_ready`` and is notified only when it waits; each waiting
+    worker waits on its own Condition in a FIFO queue, and a chunk taken
+    queues the chunk of the first of them in the slot it freed, then wakes
+    that worker alone. Chunks of waiting workers thus arrive in the order the
+    workers came, and a worker arriving later queues behind them. Lock rules:
+    ``_lock`` guards every field; ``_queue`` holds the workers not yet granted.
     """
 
     def __init__(self, chunk_limit: int) -> None:
         self._items: Deque[Tuple[bool, Any]] = deque()
-        self._chunks = 0
+        self._chunks = 0  # chunks queued
         self._limit = chunk_limit
         self._closed = False
-        self._cond = threading.Condition(threading.Lock())
-        # Threads waiting on _cond for items (the consumer) and for space (the
-        # workers): a notify nobody waits for is skipped; it costs a little
-        # on every chunk of every stream.
-        self._getting = 0
-        self._putting = 0
+        self._lock = threading.Lock()
+        self._ready = Condition(self._lock)
+        self._getting = 0  # 1 while the consumer waits
+        self._queue: Deque[_Waiting] = deque()
 
     def put_chunk(self, item: Any, job: Job) -> None:
-        with self._cond:
-            while self._chunks >= self._limit and not (self._closed or job.cancelled):
-                self._putting += 1
-                try:
-                    self._cond.wait(POLL_S)  # wakes on get(); the slice re-checks cancel
-                finally:
-                    self._putting -= 1
+        """Queue a chunk; waits (FIFO) while ``chunk_limit`` chunks are queued.
+
+        Returns without queuing once the channel is closed or ``job`` cancelled.
+        """
+        with self._lock:
             if self._closed or job.cancelled:
                 return
-            self._items.append((True, item))
+            if self._chunks >= self._limit or self._queue:
+                self._wait_for_slot(job, item)
+                return
             self._chunks += 1
+            self._items.append((True, item))
             if self._getting:
-                self._cond.notify_all()
+                self._ready.notify()
+
+    def _wait_for_slot(self, job: Job, item: Any) -> None:
+        """Queue up until a taken chunk hands this one its slot (lock held)."""
+        me = _Waiting(self._lock, job, item)
+        self._queue.append(me)
+        while not me.granted and not (self._closed or job.cancelled):
+            # Woken by a grant, close() or wake(job) (a cancel); the timeout
+            # is only a backstop: nothing waits forever.
+            me.cond.wait(BACKSTOP_S)
+        if not me.granted:
+            self._queue.remove(me)  # dropped: nobody will read it
+
+    def _free_slot(self) -> None:
+        """A chunk was taken (lock held): its slot goes to the first waiting worker."""
+        if self._queue:
+            first = self._queue.popleft()
+            first.granted = True
+            self._items.append((True, first.item))
+            first.cond.notify()
+        else:
+            self._chunks -= 1
 
     def put_result(self, item: Any) -> None:
-        with self._cond:
+        with self._lock:
             self._items.append((False, item))
             if self._getting:
-                self._cond.notify_all()
+                self._ready.notify()
 
     def get(self, timeout: float) -> Optional[Tuple[bool, Any]]:
         """The next (is_chunk, item), or None if nothing came within ``timeout``."""
-        with self._cond:
+        with self._lock:
             if not self._items:
                 self._getting += 1
                 try:
-                    self._cond.wait(timeout)
+                    self._ready.wait(timeout)
                 finally:
                     self._getting -= 1
                 if not self._items:
                     return None
             is_chunk, item = self._items.popleft()
             if is_chunk:
-                self._chunks -= 1
-                if self._putting:
-                    self._cond.notify_all()
+                self._free_slot()
             return is_chunk, item
 
+    def wake(self, job: Job) -> None:
+        """Wake ``job``'s worker if it waits for space (it was cancelled)."""
+        with self._lock:
+            for waiting in self._queue:
+                if waiting.job is job:
+                    waiting.cond.notify()
+
     def close(self) -> None:
-        with self._cond:
+        """Drop what comes next; wake every waiting worker (they return at once)."""
+        with self._lock:
             self._closed = True
-            self._cond.notify_all()
+            for waiting in self._queue:
+                waiting.cond.notify()
 
 
 class FanoutJob(Job):
@@ -103,23 +156,18 @@ class FanoutJob(Job):
 
     def _execute(self) -> None:
         try:
-            sink = self.fanout.chunk_sink(self) if self.fanout.forward_chunks else None
-            _run_drained(self.stream, sink)
+            # Nobody iterates a map/events stream, so its bounded chunk queue
+            # would fill and stall the worker; the sink hook bypasses it. With
+            # map, ``discard`` also tells the stream nobody sees its chunks,
+            # so it may restart after a cut.
+            sink = self.fanout.chunk_sink(self) if self.fanout.forward_chunks else discard
+            self.stream._run(sink=sink)
         finally:
             self.fanout.channel.put_result((self.seq, _final_result(self.stream)))
 
-
-def _run_drained(stream: Task, sink: Optional[Callable[[Chunk], None]]) -> None:
-    """Run ``stream`` here with its chunks handed to ``sink`` (or dropped), not queued.
-
-    Nobody iterates a map/events stream, so its bounded chunk queue would fill
-    and stall the worker; the Stream's sink hook bypasses the queue.
-    """
-    stream._run(sink=sink if sink is not None else _drop)
-
-
-def _drop(chunk: Chunk) -> None:
-    pass
+    def cancel(self) -> None:
+        super().cancel()
+        self.fanout.channel.wake(self)
 
 
 def _final_result(stream: Task) -> Any:

@@ -21,6 +21,7 @@ from .engine import Job, respond_single, run_stream
 from .faults import Fault, FaultPlan
 from .gojson import BodyError, decode_body, go_quote, str_field
 from .http import TERMINATOR, BadRequest, Conn, Request, chunk, head
+from .inference import Inference as _Inference
 from .render import (
     JSON_UTF8,
     NDJSON,
@@ -57,15 +58,6 @@ def _send(conn: Conn, req: Request, status: int, ctype: str, body: bytes,
 
 def _send_json(conn: Conn, req: Request, status: int, obj: Any) -> None:
     _send(conn, req, status, JSON_UTF8, go_dumps(obj))
-
-
-class _Inference:
-    """What distinguishes the four inference endpoints."""
-
-    def __init__(self, go_type: str, openai: bool, chat: bool) -> None:
-        self.go_type = go_type
-        self.openai = openai
-        self.chat = chat
 
 
 _GENERATE = _Inference("api.GenerateRequest", openai=False, chat=False)

@@ -11,7 +11,7 @@ __all__ = ["Counters"]
 
 _SCALARS = ("requests", "inference", "chunks_sent", "completed", "disconnects",
             "disconnects_waiting", "busy_rejections", "in_flight", "waiting", "loads",
-            "embed_inputs")
+            "embed_inputs", "peak_in_flight")
 
 
 class Counters:
@@ -32,6 +32,7 @@ class Counters:
             live = {k: self._values.get(k, 0) for k in ("in_flight", "waiting")}
             self._values = {name: 0 for name in _SCALARS}
             self._values.update(live)
+            self._values["peak_in_flight"] = live["in_flight"]
             self._values["faults"] = {}
             self._values["by_path"] = {}
             self._cond.notify_all()
@@ -40,6 +41,9 @@ class Counters:
         if n:
             with self._cond:
                 self._values[name] += n
+                if name == "in_flight":
+                    self._values["peak_in_flight"] = max(self._values["peak_in_flight"],
+                                                         self._values["in_flight"])
                 self._cond.notify_all()
 
     def add_to(self, table: str, key: str) -> None:

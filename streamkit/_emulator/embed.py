@@ -16,20 +16,18 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Awaitable, Callable, Dict, List, Mapping, Optional, Sequence
 
 from .catalog import CONTEXT_LENGTH
 from .faults import Fault, normalize_model
 from .gojson import BodyError, decode_body, go_quote, str_field
 from .http import Conn, Request, head
+from .inference import Inference, ServiceFace
 from .render import JSON_UTF8
 from .settings import EmulatorConfig
 from .slots import BUSY, BUSY_MESSAGE, DISCONNECTED
 from .text import go_dumps, go_str
 from .vectors import InputError, embedding_values, fit_input, vector_b64, vector_json
-
-if TYPE_CHECKING:
-    from .api import Service, _Inference
 
 __all__ = ["CANNOT_EMBED", "Embedder", "expected_embedding", "tokens_of"]
 
@@ -129,7 +127,7 @@ _PARSERS = {_NATIVE: ("api.EmbedRequest", parse_native),
 class Embedder:
     """Serves the three embedding endpoints for a Service (loop thread only)."""
 
-    def __init__(self, service: Service, native: _Inference, v1: _Inference) -> None:
+    def __init__(self, service: ServiceFace, native: Inference, v1: Inference) -> None:
         self.service = service
         self.config: EmulatorConfig = service.config
         self._kinds = {_NATIVE: native, _LEGACY: native, _V1: v1}

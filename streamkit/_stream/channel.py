@@ -24,6 +24,12 @@ nothing of HTTP or of what a Result holds: it is given
   always agree;
 - a result builder, passed to :meth:`SendEnd.finish` by whoever ends the
   stream, and called under the same lock.
+
+Whether the consumer has *seen* a chunk (taken one from the queue, or been
+handed one by its sink) is decided under the lock too: :meth:`SendEnd.rewind`
+(the worker restarting a cut stream from scratch) and :meth:`ReceiveEnd.take`
+cannot both win, so a consumer never sees chunks of a reply that was then
+thrown away.
 """
 
 from __future__ import annotations
@@ -80,6 +86,17 @@ class Recorder(Protocol):
     def record(self, chunks: List[Chunk]) -> None:
         """Account for a batch the channel accepted; called with the channel lock held."""
 
+    def reset(self) -> None:
+        """Forget every batch recorded so far (a restart); called with the channel lock held."""
+
+
+def discard(chunk: Chunk) -> None:
+    """The sink of a stream nobody reads chunk by chunk (``Dispatcher.map``).
+
+    Claiming the channel with it drops chunks without calling it, and the
+    consumer never sees any: such a stream may always be restarted.
+    """
+
 
 class Stopped(Exception):
     """The stream ended (cancelled) while the producer was still sending."""
@@ -98,9 +115,10 @@ class ChannelState:
     most of the cost of a Stream.
     """
 
-    __slots__ = ("batches", "callbacks", "canceller", "capacity", "claimed", "end", "ended",
-                 "items", "largest_batch", "lock", "peak_queued", "putting", "queued",
-                 "recorder", "sink", "space", "taking", "unbounded", "waiters")
+    __slots__ = ("batches", "callbacks", "canceller", "capacity", "claimed", "discarding",
+                 "end", "ended", "items", "largest_batch", "lock", "peak_queued", "putting",
+                 "queued", "recorder", "seen", "sink", "space", "taking", "unbounded",
+                 "waiters")
 
     def __init__(self, capacity: int, canceller: Cancellable, recorder: Recorder) -> None:
         self.capacity = capacity
@@ -124,6 +142,8 @@ class ChannelState:
         self.callbacks: List[Callable[[Result], None]] = []
         self.claimed = False
         self.sink: Optional[Sink] = None
+        self.discarding = False  # claimed with ``discard``: chunks are dropped
+        self.seen = False  # a chunk reached the consumer (taken, or handed to its sink)
 
     def take_waiters(self) -> List[Waiter]:
         """The asyncio waiters to wake, removed from the state (lock held)."""
@@ -154,15 +174,38 @@ class SendEnd:
         """True once the end record is written."""
         return self._state.end is not None
 
+    @property
+    def discarding(self) -> bool:
+        """True if the channel was claimed with :func:`discard` (nobody sees chunks)."""
+        return self._state.discarding
+
     def claim(self, sink: Optional[Sink]) -> bool:
         """Claim the producer side (chunks go to ``sink`` if given, else to the
-        queue); False if a producer already claimed it."""
+        queue; :func:`discard` drops them); False if a producer already claimed it."""
         s = self._state
         with s.lock:
             if s.claimed:
                 return False
             s.claimed = True
             s.sink = sink
+            s.discarding = sink is discard
+            return True
+
+    def rewind(self) -> bool:
+        """Forget every chunk sent so far, if the consumer has seen none of them.
+
+        Drops the queued batches and resets the recorder, so the next ``send``
+        starts the reply again. Decided under the lock against ``take``: True
+        if the channel was rewound; False if the consumer already saw a chunk
+        (or the stream has ended), and then nothing changed.
+        """
+        s = self._state
+        with s.lock:
+            if s.seen or s.end is not None:
+                return False
+            s.batches.clear()
+            s.queued = 0
+            s.recorder.reset()
             return True
 
     def send(self, chunks: List[Chunk]) -> None:
@@ -187,6 +230,8 @@ class SendEnd:
             if s.end is not None:
                 raise Stopped()
             s.recorder.record(chunks)
+            if s.discarding:
+                return
             if s.sink is None:
                 s.batches.append(chunks)
                 s.queued += len(chunks)
@@ -197,6 +242,8 @@ class SendEnd:
                 if s.taking:
                     assert s.items is not None
                     s.items.notify()
+            else:
+                s.seen = True
             waiters = s.take_waiters()
         _wake(waiters)
         if s.sink is not None:
@@ -285,6 +332,7 @@ class ReceiveEnd:
                     s.taking -= 1
             if s.batches:
                 batch = s.batches.popleft()
+                s.seen = True
                 s.queued -= len(batch)
                 if s.putting:
                     assert s.space is not None

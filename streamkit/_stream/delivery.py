@@ -59,6 +59,15 @@ class Delivered:
         timing.chunks += len(chunks)
         self.next_index = last.index + 1
 
+    def reset(self) -> None:
+        """Forget what was recorded (the stream restarts from scratch); the
+        start stamp stays: the stream's time runs from its first attempt."""
+        self._texts = []
+        self._thinking = []
+        self._tool_calls = []
+        self.timing = Timing(started_ns=self.timing.started_ns)
+        self.next_index = 0
+
     @property
     def text(self) -> str:
         return "".join(self._texts)

@@ -11,18 +11,31 @@ Host router rules:
 - A host takes at most ``parallel`` requests at once (default 1, like
   ``OLLAMA_NUM_PARALLEL``'s default). Beyond that, Ollama would only queue
   them server-side, where they can no longer move to an idle host.
-- ``acquire`` picks, among hosts with a free slot and not cooled down, one
-  the stream has not tried yet if there is one, then the one with the fewest
-  requests in flight, then the one picked least recently (spreads ties).
-- A host failing *before the first chunk* (connect error or connect timeout,
-  5xx, 429/503) is cooled down: ``1 s, 2 s, 4 s ... 30 s`` for consecutive
-  failures. Failures of requests that were already in flight when the cooldown
-  began do not lengthen it (one outage, one step). Any answer that streamed, or
-  succeeded, resets the count. After its cooldown a host is used again.
+- A host *fails* when an attempt on it fails before the first chunk with a
+  connect error or connect timeout, 5xx or 429/503, or when it cuts a stream
+  that had started (reset, end of body without the done record, idle
+  timeout). A failed host is cooled down: ``1 s, 2 s, 4 s ... 30 s`` for
+  consecutive failures. Failures of requests that were already in flight when
+  the cooldown began do not lengthen it (one outage, one step).
+- After its cooldown a host is on probation: it takes one request (the
+  probe) and no other until that request releases it. A probe that succeeds
+  or streams makes the host healthy again (the count resets); one that fails
+  cools it down for the next, longer step. So a dead host costs one attempt
+  per cooldown, not one per waiting request.
+- ``acquire`` never sends a stream back to a host it already tried while a
+  healthy host (not cooling, not on probation) exists that it has not tried:
+  it waits for a slot there instead. Only when every healthy host has been
+  tried (a single host, or all failed) may it go back to one.
+- Among the hosts it may use, ``acquire`` picks one with a free slot that is
+  not cooling down (a host on probation only without its probe out): untried
+  first, then the fewest requests in flight, then the one picked least
+  recently (spreads ties).
 - With no usable host, ``acquire`` waits on the router's Condition: for a
   slot to free up, or the earliest cooldown to end. It wakes at least every
   ``WAIT_SLICE_S`` to check the stream's cancel Event and raises
   :class:`~streamkit.errors.Cancelled` when it is set or the router is closed.
+  The wait is bounded by the streams on the healthy hosts, each bounded by
+  its own timeouts.
 """
 
 from __future__ import annotations
@@ -34,10 +47,18 @@ from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Protocol, Sequence, Tuple
 
 from ..config import HostSpec, check_count, parse_host
-from ..errors import Cancelled, ConfigError, ConnectError, ResponseError, StreamTimeout
+from ..errors import (
+    Cancelled,
+    ConfigError,
+    ConnectError,
+    ResponseError,
+    StreamDiverged,
+    StreamInterrupted,
+    StreamTimeout,
+)
 
 __all__ = ["COOLDOWN_BASE_S", "COOLDOWN_MAX_S", "FixedRoute", "HostRouter", "Route",
-           "is_host_failure", "parse_hosts"]
+           "is_cut", "is_host_failure", "parse_hosts"]
 
 COOLDOWN_BASE_S = 1.0
 COOLDOWN_MAX_S = 30.0
@@ -52,7 +73,11 @@ class Route(Protocol):
     """Where each attempt of a stream goes (the Dispatcher spreads over many hosts)."""
 
     def acquire(self, tried: Sequence[str], cancel: threading.Event) -> str:
-        """The base URL for the next attempt; may block, waking on ``cancel``."""
+        """The base URL for the next attempt; may block, waking on ``cancel``.
+
+        ``tried``: the host of each earlier attempt of the stream, in order
+        (each of them failed, or cut the stream, since it asks again).
+        """
 
     def release(self, host: str, error: Optional[BaseException], streamed: bool) -> None:
         """The attempt on ``host`` is over; ``streamed``: it delivered a first chunk."""
@@ -104,9 +129,21 @@ def _split(spec: object) -> Tuple[str, object]:
     raise ConfigError(f"a host must be a URL or a (URL, parallel) pair, got {spec!r}")
 
 
+def is_cut(error: BaseException) -> bool:
+    """Did the server or the network cut a stream that had started?
+
+    A reset, an end of body without the done record, a truncated body or an
+    idle timeout; not an in-band error, a protocol error, a replay that
+    diverged or a total timeout (the request's, not the host's, fault).
+    """
+    if isinstance(error, StreamInterrupted):
+        return not isinstance(error, StreamDiverged)
+    return isinstance(error, StreamTimeout) and error.phase == "idle"
+
+
 def is_host_failure(error: BaseException) -> bool:
-    """Does this pre-stream error say the host itself is down or overloaded?"""
-    if isinstance(error, ConnectError):
+    """Does this error say the host itself is down or overloaded?"""
+    if isinstance(error, ConnectError) or is_cut(error):
         return True
     if isinstance(error, StreamTimeout):
         return error.phase == "connect"
@@ -120,8 +157,9 @@ class _Host:
     url: str
     limit: int
     in_flight: int = 0
-    failures: int = 0          # consecutive pre-stream failures
-    cool_until: float = 0.0    # clock() value; usable again from then on
+    failures: int = 0          # consecutive failures (0: healthy)
+    cool_until: float = 0.0    # clock() value; usable again (on probation) from then on
+    probing: bool = False      # on probation, with its one probe in flight
     last_pick: int = 0         # tie-break: least recently picked first
     served: int = 0            # attempts routed here (observability)
 
@@ -175,24 +213,28 @@ class HostRouter:
                     host.in_flight += 1
                     host.served += 1
                     host.last_pick = next(self._picks)
+                    if host.failures:
+                        host.probing = True
                     return host.url
                 self._cond.wait(self._wait_time(now))
 
     def release(self, host: str, error: Optional[BaseException], streamed: bool) -> None:
         """Free the slot taken by ``acquire``; cool the host down if it failed early.
 
-        ``streamed`` says whether the attempt delivered a first chunk (then an
-        error is the stream's, not the host's).
+        ``streamed`` says whether the attempt delivered a first chunk: then
+        only a cut (:func:`is_cut`) is the host's failure; anything else
+        (success, an in-band error, a cancel) shows the host is alive.
         """
         with self._cond:
             entry = self._hosts.get(host)
             if entry is None:
                 return
             entry.in_flight = max(0, entry.in_flight - 1)
-            if error is None or streamed:
-                entry.failures = 0
-            elif is_host_failure(error):
+            entry.probing = False  # whichever request it was, the host has answered
+            if error is not None and is_host_failure(error):
                 self._cool_down(entry)
+            elif error is None or streamed:
+                entry.failures = 0
             self._cond.notify_all()
 
     def close(self) -> None:
@@ -223,11 +265,16 @@ class HostRouter:
     # -- internals (call with the lock held) --------------------------------
 
     def _pick(self, tried: Sequence[str], now: float) -> Optional[_Host]:
-        usable = [h for h in self._hosts.values()
-                  if h.in_flight < h.limit and h.cool_until <= now]
+        hosts: Sequence[_Host] = list(self._hosts.values())
+        if tried:
+            fresh = [h for h in hosts if h.failures == 0 and h.url not in tried]
+            if fresh:  # a healthy host this stream has not failed on: wait for it
+                hosts = fresh
+        usable = [h for h in hosts if h.in_flight < h.limit and h.cool_until <= now
+                  and not h.probing]
         if not usable:
             return None
-        return min(usable, key=lambda h: (h.url in tried, h.in_flight, h.last_pick))
+        return min(usable, key=lambda h: (tried.count(h.url), h.in_flight, h.last_pick))
 
     def _wait_time(self, now: float) -> float:
         cooling = [h.cool_until - now for h in self._hosts.values() if h.cool_until > now]

@@ -5,6 +5,8 @@
     retry(connect → status → first chunk)        (the retry boundary)
     read_some → decoder.feed → [chunks] → send into the channel
     ...
+    a cut: restart from scratch if the consumer saw nothing (rewind the
+           channel), else replay or fail (``RetryPolicy.on_interrupt``)
     finally: end record, exactly once; drain or close; release the host
 
 A :class:`Worker` holds its stream's channel (it keeps the sending end and
@@ -28,6 +30,7 @@ from ..errors import (
     StreamError,
     StreamInterrupted,
     StreamkitError,
+    StreamTimeout,
 )
 from ..records import Chunk, Request, ResponseCache, Result, Stats
 from ..retry import Attempts
@@ -37,7 +40,7 @@ from .channel import Build, Sink, Stopped, open_channel
 from .deadlines import Deadlines
 from .delivery import Delivered
 from .replay import Replay
-from .routing import Route
+from .routing import Route, is_cut
 
 logger = logging.getLogger("streamkit")
 
@@ -77,6 +80,7 @@ class Worker:
         self._response: Optional[Response] = None
         self._cached: Optional[Result] = None
         self._salvaged: List[Chunk] = []
+        self._restarts = 0
 
     def cancel(self) -> bool:
         """End the stream with Cancelled and shut its socket; any thread, never blocks.
@@ -135,7 +139,10 @@ class Worker:
             self._salvaged = []
             try:
                 first = self._attempts.call(self._attempt)
-            except StreamError:
+            except (StreamError, StreamTimeout) as exc:
+                if self._restart(exc):
+                    replay = None
+                    continue
                 if self._salvaged:  # good records before a bad one in the first read
                     with contextlib.suppress(StreamError):
                         self._emit(self._salvaged, replay)
@@ -143,8 +150,11 @@ class Worker:
             try:
                 self._pump(first, replay)
                 return
-            except StreamInterrupted as exc:
-                if not self._may_replay(exc):
+            except (StreamInterrupted, StreamTimeout) as exc:
+                if self._restart(exc):
+                    replay = None
+                    continue
+                if not isinstance(exc, StreamInterrupted) or not self._may_replay(exc):
                     raise
                 _forget_frames(exc)
                 self._release_host(exc)
@@ -155,8 +165,38 @@ class Worker:
                                self.delivered.timing.chunks, str(exc),
                                self._attempts.count + 1, self._retry.attempts)
 
+    def _interrupt_mode(self) -> str:
+        """``RetryPolicy.on_interrupt``, its default resolved for this stream."""
+        mode = self._retry.on_interrupt
+        if mode is None:
+            return "restart" if self._tx.discarding else "fail"
+        return mode
+
+    def _restart(self, exc: BaseException) -> bool:
+        """Start again from scratch after a cut, if the mode, the budget and the
+        consumer allow it; True if the next attempt is a restart.
+
+        The consumer's side is decided by ``SendEnd.rewind`` under the channel
+        lock: once it has taken a chunk, the stream is never silently restarted.
+        """
+        if (not is_cut(exc) or self.token.cancelled
+                or self._interrupt_mode() not in ("restart", "replay")
+                or self._attempts is None or self._attempts.remaining() == 0):
+            return False
+        chunks = self.delivered.timing.chunks
+        if not self._tx.rewind():
+            return False
+        _forget_frames(exc)
+        self._release_host(exc)  # the router cools the host that cut us down
+        self._close_response()
+        self._restarts += 1
+        logger.warning("stream %s was cut after %d chunks nobody has seen (%s); sending "
+                       "it again from scratch (attempt %d of %d)", self.request.id, chunks,
+                       str(exc), self._attempts.count + 1, self._retry.attempts)
+        return True
+
     def _may_replay(self, exc: StreamInterrupted) -> bool:
-        return (self._retry.on_interrupt == "replay" and not isinstance(exc, StreamDiverged)
+        return (self._interrupt_mode() == "replay" and not isinstance(exc, StreamDiverged)
                 and self._attempts is not None and self._attempts.remaining() > 0
                 and not self.token.cancelled)
 
@@ -330,14 +370,15 @@ class Worker:
         decoder = self._decoder
         if self._cached is not None:
             return dataclasses.replace(self._cached, id=self.request.id, timing=timing,
-                                       attempts=0, error=None, cached=True)
+                                       attempts=0, error=None, cached=True, hosts_tried=(),
+                                       restarts=0)
         return Result(
             id=self.request.id, model=self.request.model, host=self.host or "", text=text,
             thinking=delivered.thinking, tool_calls=delivered.tool_calls,
             done_reason=decoder.done_reason if decoder is not None else None,
             stats=decoder.stats if decoder is not None else Stats(), timing=timing,
             attempts=self._attempts.count if self._attempts is not None else 0,
-            error=error)
+            error=error, hosts_tried=tuple(self._tried), restarts=self._restarts)
 
 
 def _constant(result: Result) -> Build:

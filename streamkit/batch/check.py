@@ -63,14 +63,16 @@ class Scan:
 
 
 def scan_prompts(path: str, fmt: str, *, default_model: Optional[str], display: str,
-                 max_problems: int) -> Scan:
+                 max_problems: int, prompt_column: str = "prompt",
+                 id_column: str = "id") -> Scan:
     """Validate a whole file in one streaming pass, keeping only ids and problems.
 
     Raises:
         ConfigError: the file cannot be opened.
     """
     scan = Scan()
-    for item in read_prompts(path, fmt, default_model=default_model, display=display):
+    for item in read_prompts(path, fmt, default_model=default_model, display=display,
+                             prompt_column=prompt_column, id_column=id_column):
         problem = item if isinstance(item, Problem) else scan.ids.check(item, display)
         if problem is None:
             scan.prompts += 1
@@ -86,7 +88,8 @@ def scan_prompts(path: str, fmt: str, *, default_model: Optional[str], display: 
 def scan_file(path: str, config: BatchConfig, display: str) -> Scan:
     """The first pass over ``path`` with ``config``'s model, format and problem cap."""
     return scan_prompts(path, config.format_name, default_model=config.model,
-                        display=display, max_problems=config.max_problems)
+                        display=display, max_problems=config.max_problems,
+                        prompt_column=config.prompt_column, id_column=config.id_column)
 
 
 @dataclass(frozen=True)
@@ -105,7 +108,8 @@ class CheckReport:
 
 def check_prompts(inputs: str, output: Optional[str] = None, *, model: Optional[str] = None,
                   input_format: Optional[str] = None, max_problems: int = MAX_PROBLEMS,
-                  stdin: Optional[IO[bytes]] = None) -> CheckReport:
+                  stdin: Optional[IO[bytes]] = None, prompt_column: str = "prompt",
+                  id_column: str = "id") -> CheckReport:
     """Validate a prompt file without sending anything (``streamkit batch --check``).
 
     Streams through the file once (stdin included), keeping only the ids.
@@ -115,7 +119,8 @@ def check_prompts(inputs: str, output: Optional[str] = None, *, model: Optional[
         ConfigError: the file cannot be read, an unknown format, a corrupt output.
     """
     config = BatchConfig(inputs, output or "unused.jsonl", model=model,
-                         input_format=input_format, max_problems=max_problems)
+                         input_format=input_format, max_problems=max_problems,
+                         prompt_column=prompt_column, id_column=id_column)
     with InputFile(inputs, stdin) as (path, display):
         scan = scan_file(path, config, display)
     done = 0

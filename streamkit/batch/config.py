@@ -23,7 +23,7 @@ import os
 from dataclasses import MISSING, Field, dataclass, field, fields
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
-from ..config import HostSpec, RetryPolicy, Timeouts, check_count
+from ..config import HostSpec, RetryPolicy, Secret, Timeouts, check_count
 from ..errors import ConfigError
 from ..records import ResponseCache
 from .input import FORMATS, THINK_LEVELS, detect_format
@@ -163,10 +163,14 @@ class BatchConfig:
     - ``hosts``: servers, as URLs or ``(url, parallel)`` pairs (Dispatcher
       routing); None: ``$OLLAMA_HOST`` or the default.
     - ``dialect``: ``"ollama"`` or ``"openai"`` (Client setting).
+    - ``api_key``: a string or :class:`~streamkit.config.Secret`, the bearer token;
+      None: the dialect's environment variable (Client setting). Never
+      written into the resume command.
     - ``workers``: requests in flight at once.
     - ``ordered``: write the output in input order (a bounded reordering
       buffer holds early results); otherwise in completion order.
     - ``skip_invalid``: run the good lines when some are bad.
+    - ``prompt_column``, ``id_column``: the CSV columns read as prompt and id.
     - ``cache``: a :class:`~streamkit.batch.cache.SQLiteCache`, any
       ResponseCache, or a path to open one; hits are written with
       ``"cached": true``.
@@ -174,6 +178,10 @@ class BatchConfig:
       over: the output and error files are truncated.
     - ``retry``, ``timeouts``: per request (Client settings); None: the defaults.
     - ``progress``: a tqdm bar on stderr; None: only when stderr is a TTY.
+    - ``ray_address``, ``ray_actors``: run the requests on that many Ray
+      actors (``"local"`` starts Ray, ``"auto"`` joins a cluster); this
+      process still writes the files. Runs through ``streamkit.ray.run_batch``
+      (or ``streamkit batch --ray``), which supplies the executor.
     - ``max_problems``: how many bad lines to list (all are counted).
     - ``embed``: embed each line's text instead of generating; lines go in
       groups of up to ``embed_batch`` inputs per request. ``embed_truncate``
@@ -195,14 +203,19 @@ class BatchConfig:
         metavar="URL[=N]", parse=parse_host, repeat=True, to_field=_list_or_none,
         to_words=_host_words)))
     dialect: str = field(default="ollama", metadata=_cli(Flag(
-        ("--dialect",), choices=("ollama", "openai"))))
+        ("--dialect",), "wire dialect (default: ollama); with openai against llama.cpp give "
+                        "--max-tokens", choices=("ollama", "openai"))))
+    api_key: Union[Secret, str, None] = field(default=None, repr=False, metadata=_cli(Flag(
+        ("--api-key",), "sent as 'Authorization: Bearer KEY' (default: $OLLAMA_API_KEY, or "
+                        "$OPENAI_API_KEY with --dialect openai); never printed",
+        metavar="KEY", parse=Secret, resume=False)))
     workers: int = field(default=8, metadata=_cli(Flag(
         ("-w", "--workers"), "requests in flight (default: the sum of the hosts' N, else 8)",
         parse=int)))
     system: Optional[str] = field(default=None, metadata=_cli(Flag(
         ("--system",), "default system prompt")))
     options: Optional[Mapping[str, Any]] = field(default=None, metadata=_cli(Flag(
-        ("--option",), "an Ollama option, e.g. --option temperature=0", metavar="KEY=VALUE",
+        ("-O", "--option"), "an Ollama option, e.g. -O temperature=0", metavar="KEY=VALUE",
         parse=parse_option, repeat=True, to_field=lambda pairs: dict(pairs) or None,
         to_words=_option_words)))
     format: Optional[Union[str, Mapping[str, Any]]] = field(default=None, metadata=_cli(Flag(
@@ -225,6 +238,12 @@ class BatchConfig:
     input_format: Optional[str] = field(default=None, metadata=_cli(Flag(
         ("--input-format",),
         "the format of PROMPTS (default: from its extension; stdin: jsonl)", choices=FORMATS)))
+    prompt_column: str = field(default="prompt", metadata=_cli(Flag(
+        ("--prompt-column",), "CSV: the column holding the prompt (default: prompt)",
+        metavar="NAME")))
+    id_column: str = field(default="id", metadata=_cli(Flag(
+        ("--id-column",), "CSV: the column holding the id (default: id; none: line numbers)",
+        metavar="NAME")))
     retry: RetryPolicy = field(default_factory=RetryPolicy, metadata=_cli(Flag(
         ("--retries",), "retries per request before its first token (default 2)", metavar="N",
         parse=int, to_field=lambda n: RetryPolicy(attempts=n + 1),
@@ -235,6 +254,13 @@ class BatchConfig:
         to_words=lambda t: [] if t.total is None else [str(t.total)])))
     progress: Optional[bool] = field(default=None, metadata=_cli(Flag(
         ("-q", "--quiet"), "no progress bar", switch=True, const=False)))
+    ray_address: Optional[str] = field(default=None, metadata=_cli(Flag(
+        ("--ray",), "run the requests on Ray actors (needs streamkit[ray]): 'auto' joins "
+        "the running cluster, no ADDRESS starts a local one; see docs/ray.md",
+        metavar="ADDRESS", const="local")))
+    ray_actors: int = field(default=2, metadata=_cli(Flag(
+        ("--ray-actors",), "Ray actors sharing the hosts' slots (default 2)", metavar="N",
+        parse=int)))
     max_problems: int = field(default=MAX_PROBLEMS, metadata=_cli(None))  # library only
     embed: bool = field(default=False, metadata=_cli(Flag(
         ("--embed",), "embed each line's text (an embedding model: -m) instead of generating",
@@ -262,6 +288,10 @@ class BatchConfig:
         if self.inputs != "-" and os.path.abspath(self.inputs) == os.path.abspath(self.output):
             raise ConfigError("the output file must not be the prompt file")
         check_count("workers", self.workers)
+        check_count("ray_actors", self.ray_actors)
+        for name in ("prompt_column", "id_column"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name).strip():
+                raise ConfigError(f"{name} must be a column name, got {getattr(self, name)!r}")
         if self.model is not None and (not isinstance(self.model, str) or not self.model):
             raise ConfigError(f"model must be a non-empty string, got {self.model!r}")
         if self.options is not None and not isinstance(self.options, Mapping):

@@ -76,6 +76,8 @@ def check_embed(config: BatchConfig) -> None:
     if not config.embed:
         raise ConfigError(f"--output-format {config.output_format} writes embedding vectors; "
                           "add --embed")
+    if config.ray_address is not None:
+        raise ConfigError("--ray does not run embed requests; leave it out with --embed")
     given = [name for name in _GENERATE_ONLY if getattr(config, name) is not None]
     if given:
         flags = ", ".join("--" + name for name in given)
@@ -199,7 +201,8 @@ class EmbedGroups:
         skip, done = run.scan.duplicate_lines, self._writer.done
         group: Optional[_Group] = None
         for item in read_prompts(run.path, config.format_name, default_model=config.model,
-                                 display=run.display):
+                                 display=run.display, prompt_column=config.prompt_column,
+                                 id_column=config.id_column):
             if run.stopping.is_set():
                 return
             if isinstance(item, Problem) or item.line in skip or item.id in done:

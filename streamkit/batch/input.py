@@ -4,10 +4,12 @@ Formats (chosen by extension, or explicitly):
 
 - ``jsonl``: one JSON value a line, either a string (the prompt) or an
   object with ``prompt`` or ``messages`` and optional ``id``, ``model``,
-  ``system``, ``options``, ``format``, ``think``.
+  ``system``, ``options``, ``format``, ``think``, ``images`` (base64
+  strings, sent with a ``prompt``; a message may carry its own ``images``).
 - ``txt``: one prompt a line; blank lines are skipped.
 - ``csv``: a header row with a ``prompt`` column and optional ``id``,
-  ``system``, ``model`` columns (other columns are ignored).
+  ``system``, ``model`` columns (other columns are ignored); the prompt and
+  id columns may have other names (``prompt_column``, ``id_column``).
 
 Files are read lazily, one line at a time, so a file of any size streams
 through in constant memory. A UTF-8 BOM, CRLF line endings and a last line
@@ -21,6 +23,8 @@ number in the file (for CSV the header is line 1).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import csv
 import io
 import json
@@ -41,6 +45,7 @@ __all__ = [
     "PromptLine",
     "THINK_LEVELS",
     "detect_format",
+    "parse_object",
     "read_prompts",
     "spool",
 ]
@@ -49,8 +54,9 @@ FORMATS = ("jsonl", "txt", "csv")
 _EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl",
                ".txt": "txt", ".csv": "csv", ".tsv": "csv"}
 _BOM = b"\xef\xbb\xbf"
-_JSONL_FIELDS = ("id", "prompt", "messages", "model", "system", "options", "format", "think")
-_CSV_FIELDS = ("id", "prompt", "system", "model")
+_JSONL_FIELDS = ("id", "prompt", "messages", "model", "system", "options", "format", "think",
+                 "images")
+_CSV_FIELDS = ("id", "prompt", "system", "model")  # by their default column names
 THINK_LEVELS = ("low", "medium", "high")
 _SPOOL_CHUNK = 1 << 20
 
@@ -82,6 +88,7 @@ class PromptLine:
     options: Optional[Mapping[str, Any]] = None
     format: Optional[Union[str, Mapping[str, Any]]] = None
     think: Optional[Union[bool, str]] = None
+    images: Optional[List[str]] = None
 
 
 Item = Union[PromptLine, Problem]
@@ -121,12 +128,14 @@ def spool(source: IO[bytes]) -> str:
 
 
 def read_prompts(path: str, fmt: str, *, default_model: Optional[str] = None,
-                 display: Optional[str] = None) -> Iterator[Item]:
+                 display: Optional[str] = None, prompt_column: str = "prompt",
+                 id_column: str = "id") -> Iterator[Item]:
     """Yield a PromptLine or a Problem for each non-blank line of ``path``, lazily.
 
     ``default_model`` is the run's ``-m``: a line without a model is a
     problem only when it is None. ``display`` names the file in problems
-    (``<stdin>`` for a spooled stdin). Duplicate ids are not checked here
+    (``<stdin>`` for a spooled stdin). ``prompt_column`` and ``id_column``
+    name a CSV file's prompt and id columns (case-insensitive). Duplicate ids are not checked here
     (that needs the whole file; see :mod:`streamkit.batch.check`).
 
     Raises:
@@ -139,7 +148,8 @@ def read_prompts(path: str, fmt: str, *, default_model: Optional[str] = None,
         raise ConfigError(f"cannot read prompt file {name!r}: {exc.strerror}") from exc
     try:
         if fmt == "csv":
-            yield from _read_csv(handle, name, default_model)
+            renamed = {"prompt": prompt_column.strip().lower(), "id": id_column.strip().lower()}
+            yield from _read_csv(handle, name, default_model, renamed)
         else:
             yield from _read_lines(handle, name, fmt, default_model)
     finally:
@@ -178,8 +188,14 @@ def _parse_jsonl(raw: bytes, number: int, name: str, default_model: Optional[str
     if not isinstance(value, dict):
         return Problem(name, number, f"expected a JSON string or object, got "
                                      f"{_json_type(value)}")
+    return parse_object(value, number, name, default_model)
+
+
+def parse_object(obj: Dict[str, Any], number: int, name: str,
+                 default_model: Optional[str]) -> Item:
+    """Validate one prompt object (a decoded JSONL line, or a Ray Data row) by the line rules."""
     try:
-        line = _from_object(value, number)
+        line = _from_object(obj, number)
     except _LineError as exc:
         return Problem(name, number, str(exc))
     return _checked_model(line, name, default_model)
@@ -200,6 +216,9 @@ def _from_object(obj: Dict[str, Any], number: int) -> PromptLine:
                          if has_prompt else "missing \"prompt\" or \"messages\"")
     prompt = _prompt(obj["prompt"]) if has_prompt else None
     messages = _messages(obj["messages"]) if has_messages else None
+    if "images" in obj and not has_prompt:
+        raise _LineError("\"images\" goes with \"prompt\"; in \"messages\" give each "
+                         "message its own \"images\"")
     return PromptLine(
         line=number,
         id=_line_id(obj.get("id"), number),
@@ -210,6 +229,7 @@ def _from_object(obj: Dict[str, Any], number: int) -> PromptLine:
         options=_options(obj.get("options")),
         format=_format(obj.get("format")),
         think=_think(obj.get("think")),
+        images=_images(obj.get("images"), "\"images\""),
     )
 
 
@@ -246,6 +266,22 @@ def _messages(value: Any) -> List[Mapping[str, Any]]:
         if not isinstance(content, str):
             raise _LineError(f"messages[{i}] needs a string \"content\", got "
                              f"{_json_type(content)}")
+        _images(message.get("images"), f"messages[{i}].images")
+    return value
+
+
+def _images(value: Any, where: str) -> Optional[List[str]]:
+    """A list of base64 strings (an image file's bytes, as Ollama expects them)."""
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise _LineError(f"{where} must be a list of base64 strings, got {_json_type(value)}")
+    for n, text in enumerate(value):
+        try:
+            base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError):
+            raise _LineError(f"{where}[{n}] is not base64 (encode the image file's bytes, "
+                             "e.g. `base64 -w0 cat.png`)") from None
     return value
 
 
@@ -290,7 +326,8 @@ def _checked_model(line: PromptLine, name: str, default_model: Optional[str]) ->
     return line
 
 
-def _read_csv(handle: IO[bytes], name: str, default_model: Optional[str]) -> Iterator[Item]:
+def _read_csv(handle: IO[bytes], name: str, default_model: Optional[str],
+              renamed: Mapping[str, str]) -> Iterator[Item]:
     text = io.TextIOWrapper(handle, encoding="utf-8-sig", newline="")
     reader = csv.reader(text)
     try:
@@ -301,11 +338,14 @@ def _read_csv(handle: IO[bytes], name: str, default_model: Optional[str]) -> Ite
     if header is None:
         return
     columns = [column.strip().lower() for column in header]
-    if "prompt" not in columns:
-        yield Problem(name, 1, f"the header has no \"prompt\" column (columns: "
-                               f"{', '.join(columns) or 'none'})")
+    if renamed["prompt"] not in columns:
+        hint = "" if renamed["prompt"] != "prompt" else "; name it with --prompt-column NAME"
+        yield Problem(name, 1, f"the header has no \"{renamed['prompt']}\" column (columns: "
+                               f"{', '.join(columns) or 'none'}){hint}")
         return
-    index = {field: columns.index(field) for field in _CSV_FIELDS if field in columns}
+    wanted = {field: renamed.get(field, field) for field in _CSV_FIELDS}
+    index = {field: columns.index(column) for field, column in wanted.items()
+             if column in columns}
     yield from _csv_rows(reader, index, name, default_model)
 
 

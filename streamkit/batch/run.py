@@ -39,7 +39,7 @@ from typing import (
 )
 
 from ..config import HostSpec
-from ..errors import Cancelled
+from ..errors import Cancelled, ConfigError
 from ..records import ChatRequest, GenerateRequest, Request, ResponseCache, Result
 from .check import PromptFileError, Scan, scan_file
 from .config import BatchConfig
@@ -58,8 +58,12 @@ __all__ = ["BatchSummary", "build_request", "run_batch"]
 
 STOP_POLL_S = 0.05          # how fast the stop watcher sees ``stop`` being set
 PROGRESS_REFRESH_S = 0.25   # postfix updates (failed, in flight, tok/s) at most this often
+PROGRESS_LINE_S = 5.0       # without a bar (not a terminal): a progress line this often,
+PROGRESS_FIRST_S = 2.0      # the first one this soon
 
 Report = Callable[[str], None]
+#: ``(config, hosts, cache) -> executor``: what runs the requests instead of a Dispatcher
+ExecutorFactory = Callable[[BatchConfig, Optional[List[HostSpec]], Optional[ResponseCache]], Any]
 
 
 @dataclass(frozen=True)
@@ -78,8 +82,11 @@ class BatchSummary:
     interrupted: bool = False
     repaired_bytes: int = 0  # a torn last line cut off the output
     output_tokens: int = 0
+    uncounted: int = 0      # of ok: answers whose server sent no token count
+    chunks: int = 0         # chunks of those answers: a rough estimate of their tokens
     elapsed_s: float = 0.0
     problems: Tuple[Problem, ...] = ()
+    restarted: int = 0      # cut mid-reply and sent again from scratch (ok or failed)
 
     @property
     def exit_code(self) -> int:
@@ -97,10 +104,22 @@ class BatchSummary:
             parts.append(f"{self.invalid} invalid line(s) skipped")
         if self.not_run:
             parts.append(f"{self.not_run} not run")
-        rate = self.output_tokens / self.elapsed_s if self.elapsed_s > 0 else 0.0
+        if self.restarted:
+            parts.append(f"{self.restarted} restarted after a cut")
         head = "interrupted" if self.interrupted else "done"
-        return (f"{head}: {', '.join(parts)}; {self.output_tokens} tokens in "
-                f"{self.elapsed_s:.1f} s ({rate:.0f} tok/s) → {self.output}")
+        return f"{head}: {', '.join(parts)}; {self._tokens()} → {self.output}"
+
+    def _tokens(self) -> str:
+        rate = self.output_tokens / self.elapsed_s if self.elapsed_s > 0 else 0.0
+        counted = f"{self.output_tokens} tokens in {self.elapsed_s:.1f} s ({rate:.0f} tok/s)"
+        if not self.uncounted:
+            return counted
+        # llama.cpp's stream carries no counts: a chunk count is all there is.
+        if not self.output_tokens:
+            return (f"tokens n/a (server sent no token counts; ~{self.chunks} chunks, "
+                    f"an estimate) in {self.elapsed_s:.1f} s")
+        return (f"{counted}, and {self.uncounted} answer(s) without token counts "
+                f"(~{self.chunks} chunks, an estimate)")
 
 
 # --- requests ------------------------------------------------------------------
@@ -122,7 +141,7 @@ def build_request(line: PromptLine, config: BatchConfig) -> Request:
                            id=line.id)
     assert line.prompt is not None
     return GenerateRequest(model, line.prompt, system=system, options=options, format=fmt,
-                           think=think, id=line.id)
+                           think=think, images=line.images, id=line.id)
 
 
 # --- the run -------------------------------------------------------------------
@@ -131,7 +150,7 @@ def build_request(line: PromptLine, config: BatchConfig) -> Request:
 def run_batch(inputs: str, output: str, *, config: Optional[BatchConfig] = None,
               stop: Optional[threading.Event] = None, report: Optional[Report] = None,
               stdin: Optional[IO[bytes]] = None, client: Any = None,
-              **options: Any) -> BatchSummary:
+              executor: Optional[ExecutorFactory] = None, **options: Any) -> BatchSummary:
     """Run every prompt of ``inputs`` not yet in ``output``; append the answers.
 
     Args:
@@ -146,6 +165,9 @@ def run_batch(inputs: str, output: str, *, config: Optional[BatchConfig] = None,
         report: called with each message worth showing (skipped bad lines,
             the torn line repaired); default: none.
         client: an existing Client to use (then ``hosts`` only routes).
+        executor: ``(config, hosts, cache) -> executor`` with the Dispatcher's
+            ``map``/``cancel_all``/``close``, run instead of a Dispatcher
+            (``streamkit.ray`` passes its Ray executor).
         stdin: the stream read for ``inputs == "-"`` (default: ``sys.stdin``).
 
     Returns:
@@ -175,9 +197,10 @@ def run_batch(inputs: str, output: str, *, config: Optional[BatchConfig] = None,
         if config.embed or config.output_format != "jsonl":  # see batch/embed.py
             from .embed import run_embed_batch
             return run_embed_batch(config, scan, lambda journal: _Run(
-                journal, path, display, scan, report=report, progress=show).execute(
-                    None, stop, client))
-        run = _Run(config, path, display, scan, report=report, progress=show)
+                journal, path, display, scan, report=report, progress=show,
+                executor=executor).execute(None, stop, client))
+        run = _Run(config, path, display, scan, report=report, progress=show,
+                   executor=executor)
         return run.execute(config.cache, stop, client)
 
 
@@ -190,8 +213,10 @@ class _Run:
     """One batch run: output files, the dispatcher loop, counters. Used once."""
 
     def __init__(self, config: BatchConfig, path: str, display: str, scan: Scan, *,
-                 report: Optional[Report], progress: bool) -> None:
+                 report: Optional[Report], progress: bool,
+                 executor: Optional[ExecutorFactory] = None) -> None:
         self.config = config
+        self.executor = executor
         self.path = path
         self.display = display
         self.scan = scan
@@ -200,6 +225,9 @@ class _Run:
         self.lines: Dict[str, int] = {}   # id → line number, for requests in flight
         self.submitted = 0
         self.ok = self.cached = self.failed = self.cancelled = self.tokens = 0
+        self.restarted = 0
+        self.uncounted = self.chunks = 0
+        self.todo = 0                     # prompts this run sends (set by execute)
         self.stopping = threading.Event()
         self.finished = threading.Event()
         self.dispatcher: Any = None
@@ -238,7 +266,9 @@ class _Run:
     def _requests(self, done: Set[str]) -> Iterator[Request]:
         skip = self.scan.duplicate_lines
         for item in read_prompts(self.path, self.config.format_name,
-                                 default_model=self.config.model, display=self.display):
+                                 default_model=self.config.model, display=self.display,
+                                 prompt_column=self.config.prompt_column,
+                                 id_column=self.config.id_column):
             if self.stopping.is_set():
                 return
             if isinstance(item, Problem) or item.line in skip or item.id in done:
@@ -260,6 +290,7 @@ class _Run:
             todo = self._todo(done)
             bar = _progress_bar(todo) if self.show_progress and todo else None
             syncer = Syncer([writer, errors])
+            self.todo = todo
             try:
                 self._dispatch(writer, errors, cache_obj, stop, client, bar)
             finally:
@@ -275,7 +306,8 @@ class _Run:
 
     def _dispatch(self, writer: RecordWriter, errors: ErrorLog, cache: Optional[ResponseCache],
                   stop: threading.Event, client: Any, bar: Any) -> None:
-        dispatcher = self.dispatcher = _open_dispatcher(self.config, cache, client)
+        dispatcher = self.dispatcher = _open_dispatcher(self.config, cache, client,
+                                                        self.executor)
         watcher = threading.Thread(target=self._watch, args=(stop,),
                                    name="streamkit-batch-stop", daemon=True)
         watcher.start()
@@ -303,12 +335,25 @@ class _Run:
             dispatcher.close(cancel_pending=True)
 
     def _watch(self, stop: threading.Event) -> None:
-        """Wait for ``stop`` (or the end of the run); on stop, cancel everything in flight."""
+        """Wait for ``stop`` (or the end of the run); on stop, cancel everything in flight.
+
+        Without a bar (stderr not a terminal) it also reports a progress line
+        every PROGRESS_LINE_S, so a long run shows it is alive.
+        """
+        lines = self.report is not None and not self.show_progress \
+            and self.config.progress is None
+        next_line = time.monotonic() + min(PROGRESS_FIRST_S, PROGRESS_LINE_S)
         while not self.finished.is_set():
             if stop.wait(STOP_POLL_S):
                 self.stopping.set()
                 self.dispatcher.cancel_all()
                 return
+            now = time.monotonic()
+            if lines and now >= next_line and not self.finished.is_set():
+                next_line = now + PROGRESS_LINE_S
+                done = self.ok + self.failed
+                _say(self.report, f"progress: {done}/{self.todo} prompts, "
+                                  f"{now - self.started:.0f} s, {self._postfix(now)}")
 
     def _record(self, result: Result, writer: RecordWriter, errors: ErrorLog) -> None:
         record_id = result.id or ""
@@ -317,10 +362,14 @@ class _Run:
             # A request may have been submitted between the stop check in
             # _requests and the watcher's cancel_all: cancel it too.
             self.dispatcher.cancel_all()
+        self.restarted += int(result.restarts > 0)
         if result.error is None:
             if writer.write(result_record(result, record_id)):
                 self.ok += 1
                 self.cached += int(result.cached)
+                if result.stats.eval_count is None and not result.cached:
+                    self.uncounted += 1
+                    self.chunks += result.timing.chunks
                 self.tokens += result.stats.eval_count or 0
             return
         if isinstance(result.error, Cancelled) and self.stopping.is_set():
@@ -344,7 +393,9 @@ class _Run:
             output=self.config.output, errors=self.config.errors, total=self.scan.prompts,
             skipped=skipped, ok=self.ok, cached=self.cached, failed=self.failed,
             invalid=self.scan.problem_count, not_run=max(left, 0) if interrupted else 0,
+            restarted=self.restarted,
             interrupted=interrupted, repaired_bytes=repaired, output_tokens=self.tokens,
+            uncounted=self.uncounted, chunks=self.chunks,
             elapsed_s=time.monotonic() - self.started, problems=tuple(self.scan.problems))
 
 
@@ -365,13 +416,21 @@ def _host_slots(config: BatchConfig) -> Optional[List[HostSpec]]:
     return [(h, config.workers) if isinstance(h, str) else h for h in config.hosts]
 
 
-def _open_dispatcher(config: BatchConfig, cache: Optional[ResponseCache], client: Any) -> Any:
+def _open_dispatcher(config: BatchConfig, cache: Optional[ResponseCache], client: Any,
+                     executor: Optional[ExecutorFactory]) -> Any:
     from ..dispatch import Dispatcher
     hosts = _host_slots(config)
+    if executor is not None:
+        return executor(config, hosts, cache)
+    if config.ray_address is not None:
+        # batch sits below streamkit.ray (which imports it): the executor comes from above
+        raise ConfigError("ray_address runs through streamkit.ray.run_batch (or "
+                          "`streamkit batch --ray`), which supplies the Ray executor")
     if client is not None:
         return Dispatcher(client, hosts=hosts, workers=config.workers)
     return Dispatcher(hosts=hosts, workers=config.workers, dialect=config.dialect,
-                      timeouts=config.timeouts, retry=config.retry, cache=cache)
+                      timeouts=config.timeouts, retry=config.retry, cache=cache,
+                      api_key=config.api_key)
 
 
 def _progress_bar(total: int) -> Any:

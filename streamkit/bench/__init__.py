@@ -13,17 +13,26 @@ Modules: :mod:`.load` (schedules, closed/open loop, process shards),
 :mod:`.metrics` (records → statistics, the formulas), :mod:`.report`
 (console, files, compare), :mod:`.plot` (charts, optional matplotlib),
 :mod:`.calibrate` (the client's own floor), :mod:`.target` (prompts and the
-send function), :mod:`.runner` (the pipeline).
+send function), :mod:`.runner` (the pipeline), :mod:`.arrival` (schedules),
+:mod:`.workload` (prompt files, token sizing, replay), :mod:`.search` (the
+SLO search), :mod:`.stats` (confidence intervals), :mod:`.health`
+(warnings), :mod:`.html` (report.html), :mod:`.compare` (like-for-like checks).
 """
 
 from __future__ import annotations
 
+from .arrival import arrival_offsets
 from .calibrate import Calibration, calibrate
-from .load import LoadPlan, arrival_offsets
+from .compare import format_compare
+from .load import LoadPlan
 from .metrics import FORMULAS, Distribution, PointSummary, RequestRecord, Slo, summarize
-from .report import SUMMARY_COLUMNS, format_compare, format_point, load_run, write_outputs
+from .report import SUMMARY_COLUMNS, format_point, load_run, write_outputs
 from .runner import BUILTIN, BenchConfig, BenchRun, PointResult, run_bench
-from .target import PromptSpec, read_prompt_file
+from .search import Probe, SearchResult
+from .sharding import ShardDecision
+from .stats import Interval, mean_ci
+from .target import PromptSpec
+from .workload import PromptFit, read_prompt_file, read_replay
 
 __all__ = [
     "BUILTIN",
@@ -33,18 +42,25 @@ __all__ = [
     "BenchRun",
     "Calibration",
     "Distribution",
+    "Interval",
     "LoadPlan",
     "PointResult",
     "PointSummary",
+    "Probe",
+    "PromptFit",
     "PromptSpec",
     "RequestRecord",
+    "SearchResult",
+    "ShardDecision",
     "Slo",
     "arrival_offsets",
     "calibrate",
     "format_compare",
     "format_point",
     "load_run",
+    "mean_ci",
     "read_prompt_file",
+    "read_replay",
     "run_bench",
     "summarize",
     "write_outputs",

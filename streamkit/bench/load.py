@@ -20,7 +20,6 @@ from __future__ import annotations
 import gc
 import itertools
 import multiprocessing
-import random
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -28,6 +27,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 from ..errors import ConfigError, StreamkitError
+from .arrival import ARRIVALS, arrival_offsets
 from .metrics import RequestRecord
 
 __all__ = [
@@ -42,7 +42,6 @@ __all__ = [
     "split_plan",
 ]
 
-ARRIVALS = ("constant", "poisson")
 # Threads an open loop without --max-concurrency may use; past this the client
 # itself queues (visible as queue_ms), so it is set well above what one
 # process can drive accurately anyway (~100 streams, benchmarking.md 5.6).
@@ -107,31 +106,6 @@ class RunOutcome:
     records: List[RequestRecord]
     base_ns: int
     cpu_share: List[float] = field(default_factory=list)  # one per process
-
-
-def arrival_offsets(rate: float, arrival: str, *, count: Optional[int] = None,
-                    duration: Optional[float] = None, seed: int = 0) -> List[float]:
-    """Send times in seconds from the start, the first at 0.
-
-    ``constant``: every 1/rate s. ``poisson``: exponential gaps with mean
-    1/rate from ``random.Random(seed)`` (same seed, same schedule). Stops at
-    ``count`` requests or before ``duration`` seconds, whichever is first.
-
-    Raises ConfigError on a bad rate, arrival or missing bound.
-    """
-    if not rate > 0:
-        raise ConfigError(f"rate must be > 0 requests/s, got {rate!r}")
-    if arrival not in ARRIVALS:
-        raise ConfigError(f"arrival must be one of {ARRIVALS}, got {arrival!r}")
-    if count is None and duration is None:
-        raise ConfigError("an open-loop schedule needs a request count or a duration")
-    rng = random.Random(seed)
-    offsets: List[float] = []
-    t = 0.0
-    while (count is None or len(offsets) < count) and (duration is None or t < duration):
-        offsets.append(t)
-        t += rng.expovariate(rate) if arrival == "poisson" else 1.0 / rate
-    return offsets
 
 
 def _sleep_until(target_ns: int, stop: threading.Event) -> bool:

@@ -1,10 +1,15 @@
-"""Bench output: console tables, run.json, requests.jsonl, summary.csv, compare.
+"""Bench output: console tables, run.json, requests.jsonl, summary.csv.
+
+``bench compare``'s table is in :mod:`.compare`.
 
 File formats (stable; ``summary.csv`` columns are :data:`SUMMARY_COLUMNS`):
 
 - ``run.json``: ``{"schema", "streamkit", "started_at", "duration_s",
   "config", "environment", "model_load", "formulas", "points": [{"summary",
-  "calibration", "warnings"}]}``.
+  "calibration", "warnings", "sharding"}], "repeats", "search",
+  "input_tokens"}`` (the last three null unless ``--repeat``, ``--search``,
+  ``--input-tokens``).
+- ``report.html``: all of it in one self-contained page (:mod:`.html`).
 - ``requests.jsonl``: one object per request (warm-up included, flagged):
   stamps in ms from the point's schedule zero, derived metrics, server
   counts, errors, and ``chunk_ms`` (text-chunk arrivals in ms after ``sent``).
@@ -21,18 +26,18 @@ import csv
 import json
 import os
 import platform
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
 
 from .._version import __version__
 from ..errors import ConfigError, StreamkitError
 from ..records import TIMING_STAMPS
 from .metrics import FORMULAS, LATENCY_METRICS, NS_PER_MS, Distribution, derive
+from .stats import repeat_intervals
 
 __all__ = [
     "RUN_SCHEMA",
     "SUMMARY_COLUMNS",
     "environment",
-    "format_compare",
     "format_point",
     "load_run",
     "request_rows",
@@ -55,6 +60,7 @@ SUMMARY_COLUMNS: Tuple[str, ...] = (
     # appended later; empty unless the server sent no token counts
     "token_counts", "output_tok_per_s_estimated",
     *(f"tpot_ms_estimated_{s}" for s in _STATS),
+    "repeat",
 )
 NO_COUNTS = "server sent no token counts"
 ESTIMATE_NOTE = "estimated: 1 text chunk counted as 1 token"
@@ -177,15 +183,22 @@ def run_dict(run: Any) -> Dict[str, Any]:
         "environment": run.environment, "model_load": run.model_load, "formulas": FORMULAS,
         "points": [{"summary": p.summary.as_dict(),
                     "calibration": p.calibration.as_dict() if p.calibration else None,
-                    "warnings": list(p.warnings)} for p in run.points],
+                    "warnings": list(p.warnings),
+                    "sharding": p.sharding.as_dict() if getattr(p, "sharding", None) else None}
+                   for p in run.points],
+        "repeats": repeat_intervals([p.summary.as_dict() for p in run.points]) or None,
+        "search": run.search.as_dict() if getattr(run, "search", None) else None,
+        "input_tokens": run.input_tokens.as_dict() if getattr(run, "input_tokens", None)
+        else None,
     }
 
 
 def write_outputs(run: Any, out_dir: str, *, plots: bool = True) -> List[str]:
-    """Write run.json, requests.jsonl, summary.csv (and charts) into ``out_dir``.
+    """Write run.json, requests.jsonl, summary.csv, charts and report.html into ``out_dir``.
 
     Charts need matplotlib (``pip install 'streamkit[plot]'``); without it
-    they are skipped and the returned list says so by their absence.
+    they are skipped (the returned list says so by their absence) and
+    report.html holds the tables and says how to get the charts.
     Returns the paths written. Raises ConfigError when the directory
     cannot be created or written.
     """
@@ -195,11 +208,24 @@ def write_outputs(run: Any, out_dir: str, *, plots: bool = True) -> List[str]:
                  _write_csv(run, out_dir)]
     except OSError as exc:
         raise ConfigError(f"cannot write bench output to {out_dir!r}: {exc}") from exc
+    charts: List[Any] = []
     if plots:
-        from .plot import available, render_run
+        from .charts import render_run, run_charts
+        from .plot import available
 
         if available():
-            paths.extend(render_run(run, out_dir))
+            charts = run_charts(run)
+            paths.extend(render_run(run, out_dir, charts))
+    from .html import render_html
+
+    path = os.path.join(out_dir, "report.html")
+    try:
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(render_html(json.loads(json.dumps(run_dict(run), default=str)), charts,
+                                 plots=plots))
+    except OSError as exc:
+        raise ConfigError(f"cannot write bench output to {out_dir!r}: {exc}") from exc
+    paths.append(path)
     return paths
 
 
@@ -233,7 +259,8 @@ def _write_csv(run: Any, out_dir: str) -> str:
 # --- console -----------------------------------------------------------------------
 
 
-def _fmt(value: Optional[float], digits: int = 1) -> str:
+def fmt(value: Optional[float], digits: int = 1) -> str:
+    """A number for a table cell (``-`` for none)."""
     return "-" if value is None else f"{value:.{digits}f}"
 
 
@@ -260,7 +287,7 @@ def _metric_table(metrics: Mapping[str, Distribution], token_counts: str) -> Lis
 def _metric_row(name: str, d: Optional[Distribution]) -> str:
     d = d or Distribution()
     return f"  {_DISPLAY[name]:<20}{d.count:>7}" + "".join(
-        f"{_fmt(getattr(d, s)):>9}" for s in ("mean", "p50", "p90", "p95", "p99", "max"))
+        f"{fmt(getattr(d, s)):>9}" for s in ("mean", "p50", "p90", "p95", "p99", "max"))
 
 
 def _throughput(s: Any) -> str:
@@ -275,13 +302,13 @@ def _decode_rates(s: Any) -> str:
     m = s.metrics
     if s.token_counts == "none":
         est = m.get("client_tps_estimated", Distribution()).mean
-        return (f"  decode rate: server n/a ({NO_COUNTS}) · client ~{_fmt(est)} chunks/s "
+        return (f"  decode rate: server n/a ({NO_COUNTS}) · client ~{fmt(est)} chunks/s "
                 f"(1000/TPOT, {ESTIMATE_NOTE}) · prompt eval "
-                f"{_fmt(m['prompt_eval_rate'].mean)} tok/s")
-    return (f"  decode rate: server eval {_fmt(m['eval_rate'].mean)} tok/s · client "
-            f"{_fmt(m['client_tps'].mean)} tok/s (1000/TPOT) · prompt eval "
-            f"{_fmt(m['prompt_eval_rate'].mean)} tok/s · "
-            f"{_fmt(m['tokens_per_chunk'].mean, 2)} tokens/chunk")
+                f"{fmt(m['prompt_eval_rate'].mean)} tok/s")
+    return (f"  decode rate: server eval {fmt(m['eval_rate'].mean)} tok/s · client "
+            f"{fmt(m['client_tps'].mean)} tok/s (1000/TPOT) · prompt eval "
+            f"{fmt(m['prompt_eval_rate'].mean)} tok/s · "
+            f"{fmt(m['tokens_per_chunk'].mean, 2)} tokens/chunk")
 
 
 def format_point(point: Any) -> str:
@@ -306,8 +333,11 @@ def format_point(point: Any) -> str:
     cpu = "-" if s.client_cpu is None else f"{s.client_cpu:.0%}"
     coalesced = "-" if s.coalesced_frac is None else f"{s.coalesced_frac:.1%}"
     lines.append(f"  health: client CPU {cpu} of a core · dispatch delay p50 "
-                 f"{_fmt(m['dispatch_ms'].p50, 2)} / p99 {_fmt(m['dispatch_ms'].p99, 2)} ms · "
+                 f"{fmt(m['dispatch_ms'].p50, 2)} / p99 {fmt(m['dispatch_ms'].p99, 2)} ms · "
                  f"coalesced chunks {coalesced}")
+    sharding = getattr(point, "sharding", None)
+    if sharding is not None and (sharding.auto or sharding.processes > 1):
+        lines.append(f"  client: {sharding.sentence()}")
     lines.extend(f"  WARNING: {w}" for w in point.warnings)
     return "\n".join(lines)
 
@@ -329,80 +359,3 @@ def load_run(path: str) -> Dict[str, Any]:
     if not isinstance(data, dict) or data.get("schema") != RUN_SCHEMA:
         raise ConfigError(f"{file!r} is not a streamkit bench run.json")
     return data
-
-
-_COMPARE_COLUMNS = (
-    ("req/s", ("req_per_s",)), ("tok/s", ("output_tok_per_s",)),
-    ("TTFT p50", ("metrics", "ttft_ms", "p50")), ("TTFT p99", ("metrics", "ttft_ms", "p99")),
-    ("TPOT p50", ("metrics", "tpot_ms", "p50")), ("TPOT p99", ("metrics", "tpot_ms", "p99")),
-    ("E2E p50", ("metrics", "e2e_ms", "p50")),
-    ("sched E2E p99", ("metrics", "sched_e2e_ms", "p99")),
-    ("eval tok/s", ("metrics", "eval_rate", "mean")), ("failed", ("failed",)),
-)
-
-
-# Where a run has no server token counts, these columns show the chunk estimate.
-_ESTIMATES = {"tok/s": ("output_tok_per_s_estimated",),
-              "TPOT p50": ("metrics", "tpot_ms_estimated", "p50"),
-              "TPOT p99": ("metrics", "tpot_ms_estimated", "p99")}
-
-
-def _dig(data: Any, keys: Sequence[str]) -> Optional[float]:
-    for key in keys:
-        if not isinstance(data, dict):
-            return None
-        data = data.get(key)
-    return data if isinstance(data, (int, float)) else None
-
-
-def compare_rows(runs: Sequence[Tuple[str, Mapping[str, Any]]]) -> List[Dict[str, Any]]:
-    """One row per (point, run), points in first-seen order, runs side by side."""
-    by_point: Dict[str, List[Dict[str, Any]]] = {}
-    for name, data in runs:
-        for p in data.get("points", []):
-            s = p.get("summary", {})
-            row: Dict[str, Any] = {"point": s.get("label"), "run": name,
-                                   "model": data.get("config", {}).get("model")}
-            row.update({col: _dig(s, keys) for col, keys in _COMPARE_COLUMNS})
-            row["estimated"] = sorted(col for col, keys in _ESTIMATES.items()
-                                      if row[col] is None and _dig(s, keys) is not None)
-            row.update({col: _dig(s, _ESTIMATES[col]) for col in row["estimated"]})
-            by_point.setdefault(str(s.get("label")), []).append(row)
-    return [row for rows in by_point.values() for row in rows]
-
-
-def format_compare(runs: Sequence[Tuple[str, Mapping[str, Any]]]) -> str:
-    """Runs side by side, one line per (point, run); latencies in ms.
-
-    For the same point in several runs, later runs show their TTFT/TPOT p50
-    and tok/s change against the first run. A value marked ``~`` is an
-    estimate from text chunks (that run's server sent no token counts).
-    """
-    rows = compare_rows(runs)
-    width = max([len(str(r["run"])) for r in rows] + [3])
-    head = f"{'point':<18}{'run':<{width + 2}}" + "".join(f"{c:>14}" for c, _ in _COMPARE_COLUMNS)
-    lines = [head]
-    first: Dict[str, Dict[str, Any]] = {}
-    for row in rows:
-        base = first.setdefault(str(row["point"]), row)
-        cells = "".join(f"{_cell(row, c):>14}" for c, _ in _COMPARE_COLUMNS)
-        lines.append(f"{row['point']!s:<18}{row['run']!s:<{width + 2}}{cells}")
-        if base is not row:
-            deltas = [_delta(col, row, base) for col in ("tok/s", "TTFT p50", "TPOT p50")]
-            lines.append(f"{'':<18}{'':<{width + 2}}  vs {base['run']}: " + ", ".join(deltas))
-    if any(row["estimated"] for row in rows):
-        lines.append(f"~ = {ESTIMATE_NOTE} ({NO_COUNTS})")
-    return "\n".join(lines)
-
-
-def _cell(row: Mapping[str, Any], col: str) -> str:
-    text = _fmt(row[col], 2)
-    return "~" + text if col in row["estimated"] else text
-
-
-def _delta(col: str, row: Mapping[str, Any], base: Mapping[str, Any]) -> str:
-    a, b = base.get(col), row.get(col)
-    if not a or b is None or (col in base["estimated"]) != (col in row["estimated"]):
-        return f"{col} -"  # an estimate is not compared with a server count
-    return f"{col} {100.0 * (b - a) / a:+.1f}%"
-

@@ -8,19 +8,25 @@ in a :class:`BenchRun`, which :mod:`streamkit.bench.report` writes out.
 from __future__ import annotations
 
 import contextlib
-import math
+import itertools
+import os
 import statistics
 import threading
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
-from ..config import Timeouts
-from ..errors import ConfigError
+from ..errors import StreamkitError
+from .benchconfig import BUILTIN, DEFAULT_NUM_PREDICT, BenchConfig
 from .calibrate import Calibration, calibrate
-from .load import ARRIVALS, LoadPlan, RunOutcome, arrival_offsets, run_plan, run_sharded
-from .metrics import NS_PER_MS, PointSummary, RequestRecord, Slo, derive, summarize
-from .target import PromptSpec, Sender, SenderArgs, emulator_process, make_sender
+from .health import health_warnings, once_per_run
+from .load import Job, LoadPlan, RunOutcome, run_plan, run_sharded
+from .metrics import NS_PER_MS, PointSummary, RequestRecord, derive, summarize
+from .plans import SEARCH_MIN_REQUESTS, plans, rate_plan, streams_of, warmup_plan
+from .search import MIN_RATE, SearchResult, search_rate
+from .sharding import ShardDecision, expected_chunks_per_s, plan_processes, recheck_processes
+from .target import Sender, emulator_process, make_sender
+from .workload import PromptFit, fit_prompt_words, prompt_size_report
 
 __all__ = [
     "BUILTIN",
@@ -29,131 +35,14 @@ __all__ = [
     "PointResult",
     "builtin_emulator_config",
     "health_warnings",
+    "plans",
     "run_bench",
 ]
 
-BUILTIN = "builtin"
-DEFAULT_NUM_PREDICT = 64
 # Realistic pacing for `--host builtin`: a small local model on a laptop GPU.
 BUILTIN_TOKENS_PER_SECOND = 50.0
 BUILTIN_FIRST_TOKEN_DELAY = 0.3
 BUILTIN_PARALLEL = 4          # Ollama's usual OLLAMA_NUM_PARALLEL
-# Thresholds of benchmarking.md 5.5.
-DISPATCH_P99_LIMIT_MS = 5.0
-COALESCED_LIMIT = 0.05
-CPU_LIMIT = 0.85
-ACHIEVED_RATE_MIN = 0.95
-LAG_P99_LIMIT_MS = 5.0
-FEW_SAMPLES = 100
-GROWTH_LIMIT_MS = 50.0        # last third vs first third of the schedule
-
-
-@dataclass(frozen=True)
-class BenchConfig:
-    """What to benchmark and how (validated; frozen; picklable).
-
-    Load: ``concurrency`` (closed loop, one point each) unless ``rates`` is
-    given (open loop, one point each, ``arrival`` constant or poisson,
-    optional ``max_concurrency``). Each point runs ``requests`` requests
-    and/or for ``duration`` seconds; when neither is set, ``max(10, 4 x
-    concurrency)`` requests (closed) or 10 s worth of arrivals (open).
-    ``warmup`` requests run at the same load first and are discarded.
-    ``host="builtin"`` benchmarks an emulator (``emulator``, default: 50
-    tok/s, 300 ms to the first token, 4 slots) started in a child process.
-    """
-
-    model: str
-    host: Optional[str] = None
-    dialect: str = "ollama"
-    concurrency: Tuple[int, ...] = (1,)
-    rates: Tuple[float, ...] = ()
-    arrival: str = "constant"
-    max_concurrency: Optional[int] = None
-    requests: Optional[int] = None
-    duration: Optional[float] = None
-    warmup: int = 0
-    prompts: Tuple[PromptSpec, ...] = ()
-    prompt_file: Optional[str] = None
-    prompt_words: int = 32
-    num_predict: Optional[int] = DEFAULT_NUM_PREDICT
-    options: Mapping[str, Any] = field(default_factory=dict)
-    think: Optional[Union[bool, str]] = None
-    slo: Optional[Slo] = None
-    seed: int = 0
-    processes: int = 1
-    calibrate: bool = True
-    load_model: bool = True
-    timeouts: Timeouts = field(default_factory=Timeouts)
-    emulator: Any = None
-    emulator_in_process: bool = False
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.model, str) or not self.model:
-            raise ConfigError("bench needs a model name (-m MODEL)")
-        object.__setattr__(self, "concurrency", tuple(self.concurrency))
-        object.__setattr__(self, "rates", tuple(float(r) for r in self.rates))
-        if not self.rates and (not self.concurrency or min(self.concurrency) < 1):
-            raise ConfigError(f"concurrency must be integers >= 1, got {self.concurrency!r}")
-        if any(not r > 0 for r in self.rates):
-            raise ConfigError(f"rate must be > 0 requests/s, got {self.rates!r}")
-        if self.arrival not in ARRIVALS:
-            raise ConfigError(f"arrival must be one of {ARRIVALS}, got {self.arrival!r}")
-        self._check_positive("max_concurrency", self.max_concurrency)
-        self._check_positive("requests", self.requests)
-        self._check_positive("processes", self.processes)
-        self._check_positive("prompt_words", self.prompt_words)
-        if self.duration is not None and not self.duration > 0:
-            raise ConfigError(f"duration must be > 0 seconds, got {self.duration!r}")
-        if self.warmup < 0:
-            raise ConfigError(f"warmup must be >= 0, got {self.warmup!r}")
-        if self.num_predict is not None and self.num_predict < 1:
-            raise ConfigError(f"num_predict must be >= 1, got {self.num_predict!r}")
-
-    @staticmethod
-    def _check_positive(name: str, value: Optional[int]) -> None:
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
-                                  or value < 1):
-            raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
-
-    @property
-    def open_loop(self) -> bool:
-        return bool(self.rates)
-
-    def sender_args(self, host: str, pool_size: int) -> SenderArgs:
-        options = dict(self.options)
-        if self.num_predict is not None:
-            options["num_predict"] = self.num_predict
-        return SenderArgs(host=host, model=self.model, dialect=self.dialect,
-                          prompts=self.prompts, prompt_words=self.prompt_words,
-                          options=options, think=self.think, timeouts=self.timeouts,
-                          pool_size=pool_size, seed=self.seed)
-
-    def as_dict(self) -> Dict[str, Any]:
-        """The configuration for run.json (prompts summarized, never the API key)."""
-        return {
-            "model": self.model, "host": self.host, "dialect": self.dialect,
-            "mode": "open" if self.open_loop else "closed",
-            "concurrency": list(self.concurrency) if not self.open_loop else None,
-            "rates": list(self.rates) or None, "arrival": self.arrival,
-            "max_concurrency": self.max_concurrency, "requests": self.requests,
-            "duration": self.duration, "warmup": self.warmup,
-            "prompt_file": self.prompt_file, "prompts": len(self.prompts) or None,
-            "prompt_words": None if self.prompts else self.prompt_words,
-            "num_predict": self.num_predict, "options": dict(self.options),
-            "think": self.think, "slo": self.slo.as_dict() if self.slo else None,
-            "seed": self.seed, "processes": self.processes, "calibrate": self.calibrate,
-            "timeouts": {k: getattr(self.timeouts, k)
-                         for k in ("connect", "first_token", "idle", "total")},
-            "emulator": _emulator_dict(self.emulator) if self.host == BUILTIN else None,
-        }
-
-
-def _emulator_dict(config: Any) -> Optional[Dict[str, Any]]:
-    if config is None:
-        return None
-    keys = ("tokens_per_second", "first_token_delay", "load_time", "parallel",
-            "tokens_per_chunk", "max_queue")
-    return {k: getattr(config, k) for k in keys if hasattr(config, k)}
 
 
 @dataclass
@@ -165,6 +54,7 @@ class PointResult:
     base_ns: int
     calibration: Optional[Calibration] = None
     warnings: List[str] = field(default_factory=list)
+    sharding: Optional[ShardDecision] = None
 
 
 @dataclass
@@ -177,6 +67,8 @@ class BenchRun:
     model_load: Dict[str, Any]
     started_at: str
     duration_s: float
+    search: Optional[SearchResult] = None
+    input_tokens: Optional[PromptFit] = None
 
 
 def builtin_emulator_config(config: BenchConfig) -> Any:
@@ -201,52 +93,16 @@ def _server(config: BenchConfig) -> Iterator[Tuple[str, Any]]:
         yield (url, emulator)
 
 
-def plans(config: BenchConfig) -> List[Tuple[str, LoadPlan]]:
-    """The load points of a run, labelled, each with its precomputed schedule."""
-    out: List[Tuple[str, LoadPlan]] = []
-    if config.open_loop:
-        for i, rate in enumerate(config.rates):
-            count = config.requests
-            if count is None and config.duration is None:
-                count = max(10, math.ceil(rate * 10))
-            offsets = arrival_offsets(rate, config.arrival, count=count,
-                                      duration=config.duration, seed=config.seed + i)
-            plan = LoadPlan(rate=rate, max_concurrency=config.max_concurrency,
-                            requests=count, duration=config.duration, offsets=tuple(offsets))
-            out.append((f"rate {rate:g}/s", plan))
-        return out
-    for conc in config.concurrency:
-        count = config.requests
-        if count is None and config.duration is None:
-            count = max(10, 4 * conc)
-        out.append((f"concurrency {conc}",
-                    LoadPlan(concurrency=conc, requests=count, duration=config.duration)))
-    return out
-
-
-def _streams(plan: LoadPlan) -> int:
-    if plan.open_loop:
-        return plan.max_concurrency or min(len(plan.offsets), 512)
-    return plan.concurrency
-
-
-def _warmup_plan(plan: LoadPlan, count: int) -> LoadPlan:
-    if plan.open_loop:
-        return replace(plan, offsets=plan.offsets[:count], indices=(),
-                       first_index=-count, warmup=True)
-    return replace(plan, requests=count, duration=None, first_index=-count, warmup=True)
-
-
 def _measure(config: BenchConfig, host: str, plan: LoadPlan, warmup: Optional[LoadPlan],
-             stop: threading.Event) -> RunOutcome:
+             stop: threading.Event, processes: int) -> RunOutcome:
     """Warm-up then the measured plan on the same connections (or in each shard).
 
     The returned records hold both phases (warm-up flagged); ``base_ns`` is
     the measured phase's schedule zero.
     """
-    args = config.sender_args(host, _streams(plan))
-    if config.processes > 1:
-        return run_sharded(make_sender, args, plan, config.processes, warmup=warmup)
+    args = config.sender_args(host, streams_of(plan))
+    if processes > 1:
+        return run_sharded(make_sender, args, plan, processes, warmup=warmup)
     with Sender(args) as sender:
         try:
             warm = run_plan(sender.send, warmup, stop=stop).records if warmup else []
@@ -340,136 +196,156 @@ def run_bench(config: BenchConfig, *,
         if config.load_model:
             status(f"loading {config.model} ...")
             loaded = load_model(config, host)
+        fit = None
+        if config.input_tokens is not None:
+            status(f"sizing prompts for ~{config.input_tokens} input tokens ...")
+            fit = fit_prompt_words(config.input_tokens, _prompt_counter(config, host))
+            config = replace(config, prompt_words=fit.words)
         results: List[PointResult] = []
-        for label, plan in plans(config):
-            pace = (_calibration_pace(config, host, emulator, results) if config.calibrate
-                    else (0.0, 0.0))
-            result = _run_point(config, host, pace, label, plan, stop, status)
-            if any(_once(w) for p in results for w in p.warnings):
-                result.warnings = [w for w in result.warnings if not _once(w)]
-            results.append(result)
-            if on_point is not None:
-                on_point(result)
-            if stop.is_set():
-                break
+
+        def measure(label: str, plan: LoadPlan) -> List[PointResult]:
+            """Run one point ``config.repeat`` times; report and keep every run."""
+            runs: List[PointResult] = []
+            for k in range(config.repeat):
+                pace = (_calibration_pace(config, host, emulator, results)
+                        if config.calibrate or config.processes is None else (0.0, 0.0))
+                if emulator is not None:  # the built-in server's own pace (0: unpaced)
+                    pace_for_shards = (float(emulator.tokens_per_second),
+                                       float(emulator.first_token_delay))
+                else:
+                    pace_for_shards = pace
+                tag = f"{label} (run {k + 1}/{config.repeat})" if config.repeat > 1 else label
+                def tagged(msg: str, tag: str = tag) -> None:
+                    status(msg.replace(label, tag, 1))
+
+                result = _run_point(config, host, (pace, pace_for_shards), label, plan, stop,
+                                    tagged)
+                result.summary.repeat = k
+                if any(once_per_run(w) for p in results for w in p.warnings):
+                    result.warnings = [w for w in result.warnings if not once_per_run(w)]
+                results.append(result)
+                runs.append(result)
+                if on_point is not None:
+                    on_point(result)
+                if stop.is_set():
+                    break
+            return runs
+
+        search = None
+        if config.search:
+            search = _search(config, host, measure, stop, status)
+        else:
+            for label, plan in plans(config):
+                measure(label, plan)
+                if stop.is_set():
+                    break
+    if fit is not None:
+        prompt_size_report(fit, [r.prompt_eval_count for p in results for r in p.records
+                                 if r.ok and not r.warmup])
     return BenchRun(config=config, points=results, environment=env, model_load=loaded,
-                    started_at=started_at, duration_s=time.perf_counter() - t0)
+                    started_at=started_at, duration_s=time.perf_counter() - t0, search=search,
+                    input_tokens=fit)
 
 
-def _run_point(config: BenchConfig, host: str, pace: Tuple[float, float], label: str,
+def _prompt_counter(config: BenchConfig, host: str) -> Callable[[int], Optional[int]]:
+    """words -> the server's prompt token count for one generated prompt of that size
+    (one output token; an index of its own, so no prompt cache helps)."""
+    def count(words: int) -> Optional[int]:
+        args = replace(config, prompt_words=words, num_predict=1).sender_args(host, 1)
+        with Sender(args) as sender:
+            now = time.perf_counter_ns()
+            record = sender.send(Job(-1_000_000 - words, now, now, now, warmup=True))
+        if not record.ok:
+            raise StreamkitError(f"sizing prompts: the probe request failed: {record.error}")
+        return record.prompt_eval_count
+    return count
+
+
+def _search(config: BenchConfig, host: str,
+            measure: Callable[[str, LoadPlan], List[PointResult]], stop: threading.Event,
+            status: Callable[[str], None]) -> SearchResult:
+    """The SLO search over open-loop rates, every probe a (repeated) point."""
+    start = config.rates[0] if config.rates else _search_start(config, host)
+    probes = itertools.count()
+
+    def goodput_shares(rate: float) -> List[float]:
+        label, plan = rate_plan(config, rate, next(probes), default_requests=SEARCH_MIN_REQUESTS)
+        status(f"search: probing {rate:.4g} req/s ...")
+        return [r.summary.goodput_frac or 0.0 for r in measure(label, plan)]
+
+    assert config.slo is not None  # validated by BenchConfig
+    return search_rate(goodput_shares, start, goodput_target=config.goodput_target,
+                       slo=config.slo.as_dict(), tolerance=config.search_tolerance,
+                       max_probes=config.search_max_probes, should_stop=stop.is_set)
+
+
+def _search_start(config: BenchConfig, host: str) -> float:
+    """Where the search starts without --rate: what one stream sustains (1 / E2E of a
+    probe request), a rate any server that answers at all should meet."""
+    pace = _probe(config, host)
+    if pace is None:
+        return 1.0
+    tps, ttft_s = pace
+    e2e = ttft_s + (config.num_predict or DEFAULT_NUM_PREDICT) / tps
+    return max(MIN_RATE, float(f"{1.0 / e2e:.2g}"))  # two digits: readable probe rates
+
+
+def _shard_plan(config: BenchConfig, pace: Tuple[float, float], plan: LoadPlan
+                ) -> ShardDecision:
+    """How many processes the point needs before it runs (see :mod:`.sharding`)."""
+    tps, delay = pace
+    chunks = expected_chunks_per_s(streams=streams_of(plan), tokens_per_second=tps,
+                                   first_token_s=delay, rate=plan.rate,
+                                   tokens_per_request=config.num_predict or DEFAULT_NUM_PREDICT)
+    return plan_processes(config.processes, streams=streams_of(plan), chunks_per_s=chunks,
+                          cpus=os.cpu_count() or 1)
+
+
+def _calibrated(config: BenchConfig, pace: Tuple[float, float], label: str, plan: LoadPlan,
+                decision: ShardDecision, status: Callable[[str], None]
+                ) -> Tuple[Calibration, ShardDecision]:
+    """The floor at this load; re-measured with more processes when it shows the client
+    as the bottleneck and the process count is automatic."""
+    tps, delay = pace
+    while True:
+        status(f"{label}: calibrating the client floor at this load ({tps:.0f} tok/s, "
+               f"{delay * 1000:.0f} ms to the first token, {decision.processes} "
+               f"process{'es' if decision.processes > 1 else ''}) ...")
+        calibration = calibrate(plan, tokens_per_second=tps, first_token_delay=delay,
+                                processes=decision.processes, timeouts=config.timeouts,
+                                in_process=config.emulator_in_process)
+        more = recheck_processes(decision, client_cpu=calibration.client_cpu,
+                                 lag_p99_ms=calibration.lag_ms.p99,
+                                 coalesced_frac=calibration.coalesced_frac,
+                                 cpus=os.cpu_count() or 1)
+        if more is None:
+            return calibration, decision
+        decision = more
+        status(f"{label}: {decision.sentence()}")
+
+
+def _run_point(config: BenchConfig, host: str,
+               paces: Tuple[Tuple[float, float], Tuple[float, float]], label: str,
                plan: LoadPlan, stop: threading.Event,
                status: Callable[[str], None]) -> PointResult:
+    """Shard decision, calibration, warm-up, measurement and health of one point.
+    ``paces``: (tokens/s, first-token s) to calibrate at, and to size the shards by."""
+    pace, pace_for_shards = paces
+    decision = _shard_plan(config, pace_for_shards, plan)
+    status(f"{label}: {decision.sentence()}")
     calibration = None
     if config.calibrate:
-        tps, delay = pace
-        status(f"{label}: calibrating the client floor at this load ({tps:.0f} tok/s, "
-               f"{delay * 1000:.0f} ms to the first token) ...")
-        calibration = calibrate(plan, tokens_per_second=tps, first_token_delay=delay,
-                                processes=config.processes,
-                                timeouts=config.timeouts, in_process=config.emulator_in_process)
-    warmup = _warmup_plan(plan, config.warmup) if config.warmup else None
+        calibration, decision = _calibrated(config, pace, label, plan, decision, status)
+    warmup = warmup_plan(plan, config.warmup) if config.warmup else None
     status(f"{label}: measuring" + (f" after {config.warmup} warm-up requests" if warmup else "")
            + " ...")
-    outcome = _measure(config, host, plan, warmup, stop)
+    outcome = _measure(config, host, plan, warmup, stop, decision.processes)
     summary = summarize(outcome.records, label=label,
                         mode="open" if plan.open_loop else "closed",
                         concurrency=None if plan.open_loop else plan.concurrency,
                         rate=plan.rate, base_ns=outcome.base_ns, slo=config.slo,
                         client_cpu=max(outcome.cpu_share) if outcome.cpu_share else None,
-                        processes=config.processes)
+                        processes=decision.processes)
     warnings = health_warnings(summary, outcome.records, calibration, plan)
     return PointResult(summary=summary, records=outcome.records, base_ns=outcome.base_ns,
-                       calibration=calibration, warnings=warnings)
-
-
-TOKEN_COUNT_WARNING = "server sent no token counts"
-
-
-def _once(warning: str) -> bool:
-    """Warnings about the server itself, given once per run rather than per point."""
-    return warning.startswith(TOKEN_COUNT_WARNING)
-
-
-def token_count_warning(summary: PointSummary) -> Optional[str]:
-    """The warning for a server that did not count its output tokens (None if it did)."""
-    if summary.token_counts == "server":
-        return None
-    some = "" if summary.token_counts == "none" else " for some requests"
-    return (f"{TOKEN_COUNT_WARNING}{some} (no eval_count / usage.completion_tokens; e.g. a "
-            "server that ignores stream_options.include_usage): output tok/s and TPOT are "
-            "n/a; the figures marked 'estimated' count one text chunk as one token, "
-            "which undercounts when a chunk carries several")
-
-
-def health_warnings(summary: PointSummary, records: List[RequestRecord],
-                    calibration: Optional[Calibration], plan: LoadPlan) -> List[str]:
-    """Measurement-health warnings (benchmarking.md 5.5): is the client the bottleneck?"""
-    out: List[str] = []
-    counts = token_count_warning(summary)
-    if counts is not None:
-        out.append(counts)
-    m = summary.metrics
-    dispatch = m["dispatch_ms"].p99
-    if dispatch is not None and dispatch > DISPATCH_P99_LIMIT_MS:
-        out.append(f"client dispatch delay p99 {dispatch:.1f} ms > {DISPATCH_P99_LIMIT_MS:g} ms: "
-                   "the client slips its schedule (shard with --processes N)")
-    if summary.coalesced_frac is not None and summary.coalesced_frac > COALESCED_LIMIT:
-        out.append(f"{summary.coalesced_frac:.0%} of chunks arrived in the same read as the "
-                   "previous one: ICL percentiles are distorted (client too slow, or the "
-                   "server batches chunks)")
-    if summary.client_cpu is not None and summary.client_cpu > CPU_LIMIT:
-        out.append(f"client CPU {summary.client_cpu:.0%} of one core > {CPU_LIMIT:.0%}: "
-                   "the client may be the bottleneck (shard with --processes N)")
-    if calibration is not None and calibration.lag_ms.p99 is not None \
-            and calibration.lag_ms.p99 > LAG_P99_LIMIT_MS:
-        out.append(f"client floor ±{calibration.lag_ms.p99:.1f} ms p99 > "
-                   f"{LAG_P99_LIMIT_MS:g} ms at this load: shard with --processes N")
-    if summary.busy_503:
-        out.append(f"the server refused {summary.busy_503} request(s) with 503 (queue full): "
-                   "lower the load or raise OLLAMA_MAX_QUEUE")
-    out.extend(_saturation_warnings(summary, records, plan))
-    ttft_n = m["ttft_ms"].count
-    if 0 < ttft_n < FEW_SAMPLES:
-        out.append(f"only {ttft_n} samples: p99 is rough (aim for >= 1000 for a stable p99)")
-    return out
-
-
-def _saturation_warnings(summary: PointSummary, records: List[RequestRecord],
-                         plan: LoadPlan) -> List[str]:
-    if not plan.open_loop or plan.rate is None:
-        return []
-    out: List[str] = []
-    achieved = summary.achieved_rate
-    if achieved is not None and achieved < ACHIEVED_RATE_MIN * plan.rate:
-        out.append(f"achieved send rate {achieved:.2f}/s < {ACHIEVED_RATE_MIN:.0%} of the "
-                   f"target {plan.rate:g}/s")
-    m = summary.metrics
-    queue, sched, e2e = m["queue_ms"], m["sched_e2e_ms"], m["e2e_ms"]
-    ttft_growth = _growth_ms([r for r in records if r.ok], "ttft_ms")
-    if ttft_growth is not None and ttft_growth > GROWTH_LIMIT_MS:
-        out.append(f"TTFT grows by {ttft_growth:.0f} ms over the run: the server queues "
-                   "requests (offered rate above its capacity)")
-    if _queue_growing(records) and sched.p50 is not None and e2e.p50 is not None:
-        out.append(f"offered load exceeds capacity: requests waited {queue.p50:.0f} ms p50 "
-                   f"({queue.max:.0f} ms max) before being sent, and the wait grows; "
-                   f"E2E from the scheduled time (p50 {sched.p50:.0f} ms, p99 {sched.p99:.0f} ms) "
-                   f"is what arriving users see, not E2E from send (p50 {e2e.p50:.0f} ms)")
-    return out
-
-
-def _growth_ms(records: List[RequestRecord], metric: str) -> Optional[float]:
-    """Mean of ``metric`` over the last third of the schedule minus the first third's."""
-    values = sorted((r.scheduled_ns, v) for r in records if not r.warmup
-                    for v in (derive(r).get(metric),) if v is not None)
-    if len(values) < 6:
-        return None
-    third = len(values) // 3
-    first = statistics.mean(v for _, v in values[:third])
-    last = statistics.mean(v for _, v in values[-third:])
-    return last - first
-
-
-def _queue_growing(records: List[RequestRecord]) -> bool:
-    """True when the client-side wait clearly grows over the run (a queue building up)."""
-    growth = _growth_ms(records, "queue_ms")
-    return growth is not None and growth > GROWTH_LIMIT_MS
+                       calibration=calibration, warnings=warnings, sharding=decision)

@@ -22,10 +22,10 @@ import subprocess
 import sys
 import threading
 from dataclasses import dataclass, field
-from typing import IO, Any, Dict, Iterator, List, Mapping, Optional, Tuple, Union
+from typing import IO, Any, Dict, Iterator, Mapping, Optional, Tuple, Union
 
 from ..config import RetryPolicy, Timeouts
-from ..errors import ConfigError, ResponseError, StreamkitError
+from ..errors import ResponseError, StreamkitError
 from ..records import TIMING_STAMPS, ChatRequest, Chunk, GenerateRequest, Request, Result
 from .load import Job, SendFn
 from .metrics import RequestRecord
@@ -38,7 +38,6 @@ __all__ = [
     "emulator_process",
     "generated_prompt",
     "make_sender",
-    "read_prompt_file",
 ]
 
 EMULATOR_START_TIMEOUT_S = 60.0
@@ -85,32 +84,6 @@ def generated_prompt(index: int, words: int, seed: int = 0) -> str:
     rng = random.Random(seed * 1_000_003 + index)
     body = " ".join(rng.choice(_WORDS) for _ in range(max(0, words - 1)))
     return f"Request {index}: {body}".strip()
-
-
-def read_prompt_file(path: str, model: str) -> Tuple[PromptSpec, ...]:
-    """The prompts of a batch-format file (.jsonl, .txt, .csv).
-
-    Raises:
-        ConfigError: the file cannot be read, has a bad line (with its line
-            number), or holds no prompt.
-    """
-    from ..batch.input import Problem, detect_format, read_prompts
-
-    specs: List[PromptSpec] = []
-    problems: List[str] = []
-    for item in read_prompts(path, detect_format(path), default_model=model):
-        if isinstance(item, Problem):
-            problems.append(str(item))
-            continue
-        messages = tuple(item.messages) if item.messages is not None else None
-        specs.append(PromptSpec(prompt=item.prompt, messages=messages,
-                                system=item.system, options=item.options))
-    if problems:
-        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
-        raise ConfigError("bad prompt file: " + "; ".join(problems[:3]) + more)
-    if not specs:
-        raise ConfigError(f"prompt file {path!r} holds no prompt")
-    return tuple(specs)
 
 
 class Sender:

@@ -19,7 +19,14 @@ from typing import Callable, List, Optional
 from .._version import __version__
 from ..errors import StreamkitError
 from . import batch, bench, chat, emulate, server
-from .common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, report_error
+from .common import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    report_error,
+    verbose_logging,
+)
 
 __all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "build_parser", "main"]
 
@@ -52,6 +59,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     try:
-        return command(args)
+        with verbose_logging(args):
+            return command(args)
     except (StreamkitError, KeyboardInterrupt) as exc:
         return report_error(exc, args)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import shlex
 import sys
 from dataclasses import fields, replace
@@ -24,8 +25,13 @@ from .common import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_USAGE,
+    add_max_tokens_argument,
+    add_verbose_argument,
     argtype,
+    check_output_path,
 )
+
+NO_MODEL = "no model: pass -m MODEL or give each line a model"
 
 BUILTIN_SLOTS = 4  # the emulator's default parallel slots
 
@@ -78,13 +84,26 @@ def register(sub: Any) -> None:
                            help="validate PROMPTS (and count what OUT already has), send nothing")
         else:
             _add_flag(p, name, flag)
+            if name == "options":
+                add_max_tokens_argument(p, "options")
+    add_verbose_argument(p)
     # Bad prompt-file lines are listed whole: "streamkit batch: <problems>".
     p.set_defaults(func=_batch, usage_errors=(PromptFileError,))
 
 
 def _batch(args: argparse.Namespace) -> int:
-    if args.check:
-        return _check(args)
+    check_output_path(args.output)
+    try:
+        if args.check:
+            return _check(args)
+        return _run_command(args)
+    except PromptFileError as exc:
+        if args.model is None and all(p.message.startswith("no model") for p in exc.problems):
+            raise ConfigError(NO_MODEL) from None  # one line, not one per prompt
+        raise
+
+
+def _run_command(args: argparse.Namespace) -> int:
     if args.output is None:
         raise ConfigError("give the results file with -o OUT.jsonl")
     values = config_values(vars(args))
@@ -93,7 +112,12 @@ def _batch(args: argparse.Namespace) -> int:
         values.setdefault("workers", workers)
     asked = BatchConfig(**values)  # as typed: the resume command repeats it
     with _builtin_hosts(asked) as config:
+        logging.getLogger("streamkit").info(
+            "hosts: %s", ", ".join(str(h) for h in config.hosts or ["$OLLAMA_HOST/default"]))
         summary = _run(config)
+        if summary.total == 0 and summary.invalid == 0:
+            print(f"warning: {asked.inputs} has no prompts: nothing to do", file=sys.stderr)
+            return EXIT_OK
         print(summary.line(), file=sys.stderr)
         if summary.interrupted:
             note = "  (feed the same input on stdin)" if asked.inputs == "-" else ""
@@ -119,7 +143,13 @@ def _check(args: argparse.Namespace) -> int:
         output = journal_path(BatchConfig(args.inputs, output, output_format=args.output_format))
     builtin = BUILTIN_EMBED_MODEL if args.embed else BUILTIN_MODEL
     model = args.model or (builtin if _uses_builtin(args.hosts) else None)
-    report = check_prompts(args.inputs, output, model=model, input_format=args.input_format)
+    report = check_prompts(args.inputs, output, model=model, input_format=args.input_format,
+                           prompt_column=args.prompt_column or "prompt",
+                           id_column=args.id_column or "id")
+    if args.model is None and report.problems and all(
+            p.message.startswith("no model") for p in report.problems):
+        print(f"streamkit batch: {NO_MODEL}", file=sys.stderr)
+        return EXIT_USAGE
     for problem in report.problems:
         print(problem, file=sys.stderr)
     if report.problem_count > len(report.problems):
@@ -182,7 +212,8 @@ def _run(config: BatchConfig) -> BatchSummary:
     restore = _install_stop_handlers(stop)
     try:
         summary = run_batch(config.inputs, config.output, config=config, stop=stop,
-                            report=lambda message: print(message, file=sys.stderr))
+                            report=lambda message: print(message, file=sys.stderr),
+                            executor=_executor(config))
     finally:
         restore()
     return summary
@@ -215,3 +246,11 @@ def _install_stop_handlers(stop: Any) -> Callable[[], None]:
         for sig, old in previous:
             signal.signal(sig, old)
     return restore
+
+
+def _executor(config: BatchConfig) -> Any:
+    """The Ray executor with ``--ray``; None runs on a Dispatcher."""
+    if config.ray_address is None:
+        return None
+    from ..ray import batch_executor
+    return batch_executor

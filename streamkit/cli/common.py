@@ -1,17 +1,24 @@
-"""What the commands share: exit codes, ``--host``/``--dialect``, one-line error reports.
+"""What the commands share: exit codes, ``--host``/``--dialect``/``--api-key``,
+``-v`` logging, one-line error reports.
 
 ``--host builtin`` starts the emulator in-process for the length of the command.
+Messages written for Python callers (``dialect="openai"``) are reworded for
+the command line here, where they are printed.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import difflib
 import functools
+import logging
+import re
 import sys
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterator, List, Optional, Tuple, TypeVar
 
-from ..errors import Cancelled, ConfigError, ConnectError
+from ..config import Secret
+from ..errors import Cancelled, ConfigError, ConnectError, ModelNotFound, StreamkitError
 
 if TYPE_CHECKING:  # the client stack (requests) loads only for commands that use it
     from ..client import Client
@@ -33,6 +40,13 @@ _START_OLLAMA_HINT = ("is Ollama running? Start it with `ollama serve` "
                       "(https://ollama.com/download), set --host or OLLAMA_HOST, "
                       "or try --host builtin")
 
+MAX_SUGGESTIONS = 5  # models named when the one asked for is missing
+MAX_TOKENS_HELP = ("at most N output tokens (the num_predict option); llama.cpp with "
+                   "--dialect openai needs it: without it chat runs to the full context "
+                   "and completions stop after 16 tokens")
+_KEY_VALUE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*=")
+_PYTHON_DIALECT = re.compile(r'dialect="(\w+)"')
+
 T = TypeVar("T")
 
 
@@ -49,14 +63,78 @@ def argtype(parse: Callable[[str], T]) -> Callable[[str], T]:
     return convert
 
 
+HOST_HELP = ("server URL (default: $OLLAMA_HOST or http://127.0.0.1:11434; with --dialect "
+             "openai $OPENAI_BASE_URL first); 'builtin' starts the emulator in-process")
+API_KEY_HELP = ("sent as 'Authorization: Bearer KEY' (default: $OLLAMA_API_KEY, or "
+                "$OPENAI_API_KEY with --dialect openai); never printed")
+
+
 def add_host_argument(parser: argparse.ArgumentParser) -> None:
-    """``--host`` and ``--dialect``, shared by every command that talks to a server."""
-    parser.add_argument(
-        "--host", default=None, metavar="URL",
-        help="server URL (default: $OLLAMA_HOST or http://127.0.0.1:11434); "
-             "'builtin' starts the emulator in-process")
+    """``--host``, ``--dialect``, ``--api-key`` and ``-v``, shared by every
+    command that talks to a server."""
+    parser.add_argument("--host", default=None, metavar="URL", help=HOST_HELP)
     parser.add_argument("--dialect", choices=("ollama", "openai"), default="ollama",
                         help="wire dialect (default: ollama)")
+    parser.add_argument("--api-key", type=Secret, default=None, metavar="KEY",
+                        help=API_KEY_HELP)
+    add_verbose_argument(parser)
+
+
+def add_verbose_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="show retries, waits and the host chosen on stderr")
+
+
+def max_tokens_option(text: str) -> Tuple[str, int]:
+    """``--max-tokens N`` as the option pair it stands for, ``("num_predict", N)``."""
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of tokens, got {text!r}") from None
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"--max-tokens must be >= 1, got {count}")
+    return "num_predict", count
+
+
+def add_max_tokens_argument(parser: Any, dest: str) -> None:
+    """``--max-tokens N``: another spelling of ``--option num_predict=N``, appended
+    to the same ``dest`` list."""
+    parser.add_argument("--max-tokens", dest=dest, action="append", type=max_tokens_option,
+                        metavar="N", help=MAX_TOKENS_HELP)
+
+
+def check_output_path(path: Optional[str], flag: str = "-o") -> None:
+    """Refuse an output path that looks like an option (``-o temperature=0``
+    written for ``--option``), before anything is written there.
+
+    Raises:
+        ConfigError: with the hint to use ``-O``/``--option``.
+    """
+    if path is not None and _KEY_VALUE.match(path) and "/" not in path:
+        raise ConfigError(
+            f"{flag} {path!r} looks like a model option, not a file: {flag} is the output "
+            f"path; give options with -O/--option {path}")
+
+
+@contextlib.contextmanager
+def verbose_logging(args: argparse.Namespace) -> Iterator[None]:
+    """With ``-v``, the ``streamkit`` logger's INFO records (retries, waits, the host)
+    go to stderr for the length of the command; the library itself never
+    configures logging."""
+    if not getattr(args, "verbose", False):
+        yield
+        return
+    logger = logging.getLogger("streamkit")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("streamkit: %(message)s"))
+    previous = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(previous)
 
 
 @contextlib.contextmanager
@@ -72,10 +150,53 @@ def open_host(args: argparse.Namespace) -> Iterator[Optional[str]]:
 
 @contextlib.contextmanager
 def open_client(args: argparse.Namespace) -> Iterator[Client]:
-    """A Client for ``args.host``/``args.dialect``, closed (with any emulator) afterwards."""
+    """A Client for ``args.host``/``args.dialect``/``args.api_key``, closed (with any
+    emulator) afterwards. A ModelNotFound from the block is re-raised naming
+    the models the server has."""
     from ..client import Client
-    with open_host(args) as host, Client(host, dialect=args.dialect) as client:
-        yield client
+    builtin = getattr(args, "host", None) == BUILTIN_HOST
+    with open_host(args) as host, Client(host, dialect=args.dialect,
+                                         api_key=getattr(args, "api_key", None)) as client:
+        logging.getLogger("streamkit").info(
+            "host: %s (%s dialect%s)", client.host, client.dialect,
+            ", the built-in emulator" if builtin else "")
+        try:
+            yield client
+        except ModelNotFound as exc:
+            raise ModelNotFound(missing_model_message(exc.model, _model_names(client),
+                                                      builtin, str(exc)),
+                                model=exc.model, status_code=exc.status_code,
+                                body=exc.body) from None
+
+
+def _model_names(client: Client) -> Optional[List[str]]:
+    try:
+        return [str(m.get("name") or m.get("id") or m.get("model")) for m in client.models()]
+    except StreamkitError:
+        return None  # the list is a courtesy: keep the original error
+
+
+def missing_model_message(model: str, names: Optional[List[str]], builtin: bool,
+                          original: str) -> str:
+    """One line for a missing model: the up to five closest names the server has
+    (closest first), and what to do; ``original`` when the list is unknown."""
+    if names is None:
+        return original
+    close = difflib.get_close_matches(model, names, n=MAX_SUGGESTIONS, cutoff=0.0)
+    where = "the built-in emulator" if builtin else "the server"
+    if not close:
+        has = f"{where} has no models"
+    else:
+        more = len(names) - len(close)
+        has = f"{where} has {', '.join(close)}" + (f" and {more} more" if more > 0 else "")
+    todo = ("pick one with -m, or serve more with `streamkit emulate --model NAME`"
+            if builtin else f"pick one with -m, or run `ollama pull {model}`")
+    return f"model {model!r} not found: {has}; {todo}"
+
+
+def cli_wording(message: str) -> str:
+    """A library message as the command line says it (``--dialect openai``)."""
+    return _PYTHON_DIALECT.sub(r"--dialect \1", message)
 
 
 def print_error(exc: BaseException) -> int:
@@ -88,7 +209,7 @@ def print_error(exc: BaseException) -> int:
         # The transport's message may already say how to start Ollama.
         hint = "or try --host builtin" if "ollama serve" in message else _START_OLLAMA_HINT
         message = f"{message}; {hint}"
-    print(f"streamkit: error: {message}", file=sys.stderr)
+    print(f"streamkit: error: {cli_wording(message)}", file=sys.stderr)
     return EXIT_USAGE if isinstance(exc, ConfigError) else EXIT_FAILED
 
 

@@ -94,8 +94,11 @@ def map_status(status: int, body: bytes, headers: Mapping[str, str], model: str,
     text = error_text(body)
     raw = body.decode("utf-8", "replace")
     if is_model_not_found(status, body, text):
+        # Ollama's text is what this message says already: say it once.
+        said = any(f"{q}{model}{q} not found" in text for q in "'\"")
+        detail = "" if model and said else f" ({_quote(text)})"
         return ModelNotFound(
-            f"model {model!r} not found on the server ({_quote(text)}); {missing_model_hint}",
+            f"model {model!r} not found on the server{detail}; {missing_model_hint}",
             model=model, status_code=status, body=raw)
     if status == 404:
         return ResponseError(

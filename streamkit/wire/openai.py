@@ -247,6 +247,29 @@ class OpenAIDecoder:
         return calls
 
 
+def _message(message: Mapping[str, Any]) -> Dict[str, Any]:
+    """A chat message for the wire: Ollama-style ``images`` (base64) become
+    OpenAI image content parts (data URLs) after the text."""
+    out = dict(message)
+    images = out.pop("images", None)
+    if not images:
+        return out
+    parts: List[Dict[str, Any]] = [{"type": "text", "text": out.get("content", "")}]
+    parts += [{"type": "image_url", "image_url": {"url": f"data:{_image_type(i)};base64,{i}"}}
+              for i in images]
+    out["content"] = parts
+    return out
+
+
+def _image_type(data: str) -> str:
+    # The first base64 characters of the common formats' magic numbers.
+    for prefix, mime in (("iVBOR", "image/png"), ("/9j/", "image/jpeg"), ("R0lGOD", "image/gif"),
+                         ("UklGR", "image/webp")):
+        if data.startswith(prefix):
+            return mime
+    return "image/png"
+
+
 def _json_text(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
@@ -269,7 +292,7 @@ class OpenAIDialect:
     def chat(self, request: ChatRequest) -> Tuple[str, Dict[str, Any]]:
         """``("chat/completions", body)`` with streaming and usage reporting on."""
         body = self._body(request.model, request.options, request.format, request.think)
-        body["messages"] = [dict(m) for m in request.messages]
+        body["messages"] = [_message(m) for m in request.messages]
         if request.tools is not None:
             body["tools"] = [dict(t) for t in request.tools]
         return "chat/completions", body

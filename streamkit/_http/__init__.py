@@ -1,0 +1,21 @@
+"""HTTP for the stream core: the only package that imports requests and urllib3.
+
+Layers, each importing only those above it:
+
+- ``cancel``      CancelToken: shuts an attempt's sockets down from any thread
+- ``connection``  urllib3/http.client subclasses (every private-API use is here):
+                  cancellable pools, head+body coalescing, arrival-stamping reader
+- ``chunked``     the chunked transfer decoder (pure)
+- ``translate``   requests/urllib3/socket errors -> streamkit errors, by phase
+- ``response``    Response: raw reads as they arrive, stamped, then back to the pool
+- ``transport``   Transport: a session per thread over one shared pool; open()
+"""
+
+from __future__ import annotations
+
+from .cancel import CancelToken
+from .response import Response
+from .translate import forget_frames
+from .transport import Transport
+
+__all__ = ["CancelToken", "Response", "Transport", "forget_frames"]

@@ -1,0 +1,175 @@
+"""One streaming HTTP response, read as the bytes arrive.
+
+:meth:`Response.read_some` returns the bytes of one socket read as soon as
+they arrive. It never asks for a fixed amount (``iter_content(512)`` on a
+body without chunked encoding waits for 512 bytes, delaying the last line),
+and undoes chunked transfer encoding itself (:class:`~.chunked.Dechunker`).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import List, Mapping, Optional
+
+import requests
+
+from ..errors import Cancelled, StreamInterrupted, StreamkitError
+from .cancel import CancelToken
+from .chunked import Dechunker
+from .connection import release, socket_file
+from .translate import read_error, timeout_error
+
+__all__ = ["READ_SIZE", "Response"]
+
+READ_SIZE = 64 * 1024
+"""Most bytes one ``read_some`` takes off the socket (bounds memory per read)."""
+
+
+class Response:
+    """One streaming HTTP response. Used by one thread at a time (the worker).
+
+    ``status`` and ``headers`` (lower-case keys) are set; the body is read
+    with :meth:`read_some` or :meth:`read_body`; ``head_ns`` and ``read_ns``
+    (``perf_counter_ns``) are when the headers and the bytes of the last
+    read came off the socket. ``stamped`` is False when the connection could
+    not give arrival stamps (a warning was logged): the stamps are then
+    taken after each read returns. Once the body has been read to its end
+    the connection goes back to the pool; :meth:`close` before that closes
+    it (a half-read connection is never reused).
+    """
+
+    def __init__(self, resp: requests.Response, cancel: CancelToken,
+                 body_timeout: Optional[float]) -> None:
+        self.status: int = resp.status_code
+        self.headers: Mapping[str, str] = {k.lower(): v for k, v in resp.headers.items()}
+        self.url: str = resp.url
+        self._raw = resp.raw
+        self._cancel = cancel
+        self._body_timeout = body_timeout
+        self._fp, self._stamps, self._socket = socket_file(self._raw)
+        self.stamped: bool = self._stamps is not None
+        if self._socket is not None:
+            cancel.attach(self._socket)
+        # When the headers came off the socket, and the bytes of the last read.
+        self.head_ns: int = self._stamp()
+        self.read_ns: int = self.head_ns
+        self._dechunker = Dechunker() if self._raw.chunked else None
+        self._left: Optional[int] = None if self._raw.chunked else self._raw.length_remaining
+        self._eof = self._fp is None or self._left == 0
+        self._released = False
+        if self._eof:
+            self._release()
+
+    def __repr__(self) -> str:
+        return f"<streamkit Response [{self.status}]>"
+
+    def read_some(self, timeout: Optional[float], *, phase: str = "idle") -> bytes:
+        """The body bytes of the next socket read(s), as soon as any arrive.
+
+        Blocks at most ``timeout`` seconds (None: no limit) in all. Returns
+        b"" at the clean end of the body (and from then on).
+
+        Raises:
+            StreamTimeout: no body bytes within ``timeout`` (``.phase`` is ``phase``).
+            StreamInterrupted: the connection was cut or reset, or a chunked
+                body or a Content-Length body ended early.
+            ProtocolError: bad chunked framing.
+            Cancelled: the token was cancelled.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if self._dechunker is not None and self._dechunker.error is not None:
+            raise self._dechunker.error
+        while not self._eof:
+            data = self._recv(deadline, phase)
+            payload = self._payload(data)
+            if self._eof:
+                self._release()
+            if payload:
+                return payload
+        return b""
+
+    def read_body(self, limit: int = 1 << 20) -> bytes:
+        """Up to ``limit`` bytes of the body, for an error reply; best effort.
+
+        Reads until the end of the body, ``limit`` bytes, a timeout (the idle
+        timeout per read) or a broken connection, and returns what it got.
+        Raises Cancelled only.
+        """
+        parts: List[bytes] = []
+        size = 0
+        try:
+            while size < limit:
+                data = self.read_some(self._body_timeout)
+                if not data:
+                    break
+                parts.append(data)
+                size += len(data)
+        except Cancelled:
+            raise
+        except StreamkitError:
+            pass  # the status is the news; a torn error body must not hide it
+        return b"".join(parts)[:limit]
+
+    def close(self) -> None:
+        """Close; a body not read to its end closes the connection. Idempotent."""
+        if self._released:
+            return
+        self._released = True
+        self._cancel.detach_all()
+        self._raw.close()  # closes the connection too: it is mid-body
+
+    # -- internals -----------------------------------------------------------
+    def _recv(self, deadline: Optional[float], phase: str) -> bytes:
+        if self._cancel.cancelled:
+            raise Cancelled()
+        remaining = None
+        if deadline is not None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise timeout_error(phase)
+        try:
+            if self._socket is not None:
+                self._socket.settimeout(remaining)
+            size = READ_SIZE if self._left is None else min(READ_SIZE, self._left)
+            data: bytes = self._fp.read1(size)
+            self.read_ns = self._stamp()
+        except (OSError, ValueError) as exc:  # ValueError: read on a closed file
+            raise read_error(exc, self._cancel, phase) from exc
+        if not data and self._cancel.cancelled:
+            raise Cancelled()  # our own shutdown() reads as EOF
+        return data
+
+    def _stamp(self) -> int:
+        """When the bytes just read came off the socket (now if unknown)."""
+        stamps = self._stamps
+        if stamps is not None and stamps.last_ns:
+            return stamps.last_ns
+        return time.perf_counter_ns()
+
+    def _payload(self, data: bytes) -> bytes:
+        if self._dechunker is not None:
+            if not data:
+                raise StreamInterrupted(
+                    "the connection closed in the middle of a chunked body; the "
+                    "reply is incomplete (the server or a proxy cut it short)")
+            payload = self._dechunker.feed(data)
+            self._eof = self._dechunker.finished
+            return payload
+        if self._left is None:  # no length: the body ends when the connection does
+            self._eof = not data
+            return data
+        if not data:
+            raise StreamInterrupted(
+                f"the connection closed {self._left} bytes before the end of the "
+                "body announced by Content-Length; the reply is incomplete")
+        self._left -= len(data)
+        self._eof = self._left <= 0
+        return data
+
+    def _release(self) -> None:
+        """The body is complete: hand the connection back to the pool for reuse."""
+        if self._released:
+            return
+        self._released = True
+        self._cancel.detach_all()
+        release(self._raw, close_delimited=self._left is None and self._dechunker is None)

@@ -1,0 +1,121 @@
+"""Error translation: what requests, urllib3 and sockets raise, as streamkit errors.
+
+Every exception of the HTTP stack is translated here, once, by phase
+(requests reports a read timeout mid-body as ``ConnectionError``, so the
+type alone says little). The transport calls :func:`open_error`, the
+response :func:`read_error`; nothing else in the package catches them.
+
+============================  ==============================================
+open(): refused, DNS, TLS,    ConnectError
+reset before the status
+open(): connect timeout       StreamTimeout(phase="connect")
+open(): no status in time     StreamTimeout(phase="first_token")
+open(): a malformed URL       ConfigError
+read_some(): no bytes in time StreamTimeout(phase=<the caller's phase>)
+read_some(): cut, reset,      StreamInterrupted
+truncated chunked body
+bad chunked framing           ProtocolError (raised by the decoder)
+any phase after cancel()      Cancelled
+============================  ==============================================
+"""
+
+from __future__ import annotations
+
+import socket
+import traceback
+from typing import List, Optional, Set
+
+import requests
+
+from ..errors import (
+    Cancelled,
+    ConfigError,
+    ConnectError,
+    StreamInterrupted,
+    StreamkitError,
+    StreamTimeout,
+)
+from .cancel import CancelToken
+
+__all__ = ["forget_frames", "open_error", "read_error", "timeout_error"]
+
+
+def forget_frames(exc: BaseException) -> None:
+    """Drop the local variables of the finished frames in ``exc``'s tracebacks.
+
+    The translated error keeps ``exc`` as its cause, and a Result keeps the
+    error for as long as the caller likes (a batch run keeps thousands): the
+    frames of requests/urllib3 would otherwise pin sockets and buffers.
+    """
+    seen: Set[int] = set()
+    current: Optional[BaseException] = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        traceback.clear_frames(current.__traceback__)
+        current = current.__cause__ or current.__context__
+
+
+def open_error(exc: requests.RequestException, url: str,
+               cancel: Optional[CancelToken]) -> StreamkitError:
+    """Translate a requests error raised before the body started."""
+    forget_frames(exc)
+    if cancel is not None and cancel.cancelled:
+        return Cancelled()
+    if isinstance(exc, requests.ConnectTimeout):
+        return StreamTimeout(f"could not connect to {_origin(url)} in time (connect "
+                             "timeout); check the host, or raise Timeouts.connect",
+                             phase="connect")
+    if isinstance(exc, requests.ReadTimeout):
+        return StreamTimeout(f"{_origin(url)} accepted the request but sent no reply in "
+                             "time (first_token timeout); a cold model load can take "
+                             "minutes: raise Timeouts.first_token", phase="first_token")
+    if isinstance(exc, (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
+                        requests.exceptions.InvalidSchema)):
+        return ConfigError(f"bad URL {url!r}: {_reason(exc)}")
+    return ConnectError(f"could not connect to {_origin(url)} ({_reason(exc)}); is the "
+                        "server running (`ollama serve`) and the host right?")
+
+
+def read_error(exc: Exception, cancel: CancelToken, phase: str) -> StreamkitError:
+    """Translate an error of a body read (``OSError``, or ``ValueError`` for a
+    read on a closed file)."""
+    forget_frames(exc)
+    if cancel.cancelled:
+        return Cancelled()
+    if isinstance(exc, socket.timeout):
+        return timeout_error(phase)
+    return StreamInterrupted(f"the connection broke mid-stream ({_reason(exc)}); the reply "
+                             "is incomplete")
+
+
+def timeout_error(phase: str) -> StreamTimeout:
+    """No body bytes within the caller's budget for ``phase``."""
+    what = {"first_token": "the first chunk", "idle": "the next chunk",
+            "total": "the end of the stream", "connect": "a connection"}.get(phase, "data")
+    return StreamTimeout(f"timed out waiting for {what} ({phase} timeout); raise "
+                         f"Timeouts.{phase} if the server is just slow", phase=phase)
+
+
+def _reason(exc: BaseException) -> str:
+    """The most specific cause in an exception chain, briefly (never headers)."""
+    seen: List[BaseException] = []
+    current: Optional[BaseException] = exc
+    while current is not None and current not in seen:
+        seen.append(current)
+        nested = getattr(current, "reason", None)
+        if isinstance(nested, BaseException):
+            current = nested
+            continue
+        args = getattr(current, "args", ())
+        inner = next((a for a in args if isinstance(a, BaseException)), None)
+        current = inner or current.__cause__ or current.__context__
+    root = seen[-1]
+    text = str(root) or type(root).__name__
+    return text if len(text) <= 200 else text[:200] + "..."
+
+
+def _origin(url: str) -> str:
+    """scheme://host:port of a URL (never user info or the query)."""
+    scheme, sep, rest = url.partition("://")
+    host = rest.split("/", 1)[0].rsplit("@", 1)[-1]
+    return f"{scheme}{sep}{host}" if sep else host

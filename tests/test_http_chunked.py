@@ -1,0 +1,47 @@
+"""The chunked transfer decoder, fed at every split point."""
+
+from __future__ import annotations
+
+import pytest
+from rawserver import chunk
+
+from streamkit._http.chunked import Dechunker
+from streamkit.errors import ProtocolError
+
+
+def test_dechunker_at_every_split_point() -> None:
+    payload = [b'{"a":"x"}\n', b"", b'{"b":"\xc3\xa9"}\n', b"z" * 300]
+    body = b"".join(chunk(p) for p in payload if p)
+    body += b"0\r\nX-Trailer: 1\r\n\r\n"
+    want = b"".join(payload)
+    for split in range(len(body) + 1):
+        d = Dechunker()
+        got = d.feed(body[:split]) + d.feed(body[split:])
+        assert got == want, split
+        assert d.finished
+    d = Dechunker()
+    got = b"".join(d.feed(body[i:i + 1]) for i in range(len(body)))
+    assert got == want and d.finished
+
+
+@pytest.mark.parametrize("bad", [b"zz\r\nabc\r\n", b"3\r\nabcdef\r\n", b"-1\r\n",
+                                 b"1" * 9000])
+def test_dechunker_rejects_bad_framing(bad: bytes) -> None:
+    d = Dechunker()
+    with pytest.raises(ProtocolError):
+        d.feed(bad)
+        d.feed(b"")  # payload before the bad part comes first, the error next
+
+
+def test_dechunker_ignores_chunk_extensions() -> None:
+    d = Dechunker()
+    assert d.feed(b"3;name=value\r\nabc\r\n0\r\n\r\n") == b"abc"
+    assert d.finished
+
+
+def test_dechunker_keeps_payload_before_bad_framing() -> None:
+    d = Dechunker()
+    assert d.feed(chunk(b"abc") + b"zz\r\n") == b"abc"
+    assert not d.finished
+    with pytest.raises(ProtocolError):
+        d.feed(b"")
