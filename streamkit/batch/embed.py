@@ -31,7 +31,20 @@ import dataclasses
 import importlib.util
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    ClassVar,
+    Dict,
+    Iterable,
+    Iterator,
+    List,
+    Mapping,
+    Optional,
+    Protocol,
+    TypeVar,
+)
 
 from ..errors import (
     Cancelled,
@@ -46,10 +59,11 @@ from .input import Problem, PromptLine, read_prompts
 from .output import encode, error_record, timing_record
 
 if TYPE_CHECKING:
+    import threading
+
     from .check import Scan
     from .config import BatchConfig
     from .output import ErrorLog, RecordWriter
-    from .run import BatchSummary, _Run
 
 __all__ = ["EmbedGroups", "check_embed", "embed_record", "encode_embed", "journal_path",
            "run_embed_batch", "splittable"]
@@ -58,6 +72,38 @@ __all__ = ["EmbedGroups", "check_embed", "embed_record", "encode_embed", "journa
 _NOT_INPUT_STATUSES = frozenset({401, 403, 404, 405, 429, 501, 503})
 _EXTRAS = {"npy": ("numpy", "numpy"), "parquet": ("pyarrow", "pyarrow")}
 _GENERATE_ONLY = ("system", "format", "think", "cache")
+
+
+class RunState(Protocol):
+    """What EmbedGroups uses of the batch run it serves (``batch.run._Run``).
+
+    A protocol rather than an import: ``batch.run`` imports this module.
+    """
+
+    config: BatchConfig
+    path: str
+    display: str
+    scan: Scan
+    stopping: threading.Event
+    submitted: int
+    ok: int
+    failed: int
+    cancelled: int
+    tokens: int
+
+    def _postfix(self, now: float) -> str: ...
+
+
+class _Summary(Protocol):
+    """``batch.run.BatchSummary`` as far as :func:`run_embed_batch` needs it."""
+
+    __dataclass_fields__: ClassVar[Dict[str, Any]]
+
+    @property
+    def interrupted(self) -> bool: ...
+
+
+Summary = TypeVar("Summary", bound=_Summary)
 
 
 def journal_path(config: BatchConfig) -> str:
@@ -90,7 +136,7 @@ def check_embed(config: BatchConfig) -> None:
 
 
 def run_embed_batch(config: BatchConfig, scan: Scan,
-                    execute: Callable[[BatchConfig], BatchSummary]) -> BatchSummary:
+                    execute: Callable[[BatchConfig], Summary]) -> Summary:
     """Check ``config``, run it into its journal with ``execute``, then write the matrix.
 
     ``execute`` runs a BatchConfig (the journal as its output) and returns
@@ -166,11 +212,14 @@ class EmbedGroups:
 
     ``run`` updates the run's counters (``ok``, ``failed``, ``cancelled``,
     ``tokens``, ``submitted``) as :class:`~streamkit.batch.run._Run` does
-    for generation, so its progress bar and summary work unchanged.
+    for generation, so its progress bar (its postfix refreshed at most every
+    ``refresh_s`` seconds) and summary work unchanged.
     """
 
-    def __init__(self, run: _Run, writer: RecordWriter, errors: ErrorLog, bar: Any) -> None:
+    def __init__(self, run: RunState, writer: RecordWriter, errors: ErrorLog, bar: Any,
+                 refresh_s: float) -> None:
         self._run = run
+        self._refresh_s = refresh_s
         self._config = run.config
         self._writer = writer
         self._errors = errors
@@ -280,7 +329,6 @@ class EmbedGroups:
             return
         self._bar.update(lines)
         now = time.monotonic()
-        from .run import PROGRESS_REFRESH_S
-        if now - self._refreshed >= PROGRESS_REFRESH_S:
+        if now - self._refreshed >= self._refresh_s:
             self._refreshed = now
             self._bar.set_postfix_str(self._run._postfix(now), refresh=False)

@@ -315,7 +315,7 @@ class _Run:
         try:
             if self.config.embed:  # lines grouped into embed requests: see batch/embed.py
                 from .embed import EmbedGroups
-                return EmbedGroups(self, writer, errors, bar).run(dispatcher)
+                return EmbedGroups(self, writer, errors, bar, PROGRESS_REFRESH_S).run(dispatcher)
             results = dispatcher.map(self._requests(writer.done), ordered=self.config.ordered,
                                      return_exceptions=True)
             for result in results:
