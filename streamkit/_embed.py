@@ -22,11 +22,12 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any, List, Mapping, Optional, Tuple, Union
 
+from ._http import refuse_encoding
 from .config import RetryPolicy, Timeouts
 from .errors import (
     Cancelled,
     ConfigError,
-    ProtocolError,
+    ResponseTooLarge,
     StreamError,
     StreamInterrupted,
     StreamkitError,
@@ -47,7 +48,7 @@ logger = logging.getLogger("streamkit")
 
 MAX_REPLY = 512 << 20
 """Largest embed reply read (bytes): about 40,000 768-dimension vectors as Ollama
-writes them. A longer reply fails with ProtocolError rather than exhaust memory."""
+writes them. A longer reply fails with ResponseTooLarge rather than exhaust memory."""
 
 
 def embed_policy(policy: RetryPolicy) -> RetryPolicy:
@@ -185,6 +186,7 @@ class _Embed:
         return self._codec.decode(data, self.request)
 
     def _read_all(self, response: Response, reply_deadline: Optional[float]) -> bytes:
+        refuse_encoding(response, "embed reply")
         length = response.headers.get("content-length", "")
         if length.isdigit() and int(length) > self._max_reply:
             raise _too_large(int(length), self._max_reply)
@@ -240,9 +242,9 @@ def _min(a: Optional[float], b: float) -> float:
     return b if a is None else min(a, b)
 
 
-def _too_large(size: int, limit: int) -> ProtocolError:
-    return ProtocolError(f"the embed reply is larger than {limit} bytes ({size}); embed "
-                         "fewer inputs per request, or raise max_reply")
+def _too_large(size: int, limit: int) -> ResponseTooLarge:
+    return ResponseTooLarge(f"the embed reply is larger than {limit} bytes ({size}); embed "
+                         "fewer inputs per request, or raise max_reply", limit=limit)
 
 
 def _total_timeout() -> StreamTimeout:

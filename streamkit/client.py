@@ -12,6 +12,7 @@ construction and the transport is thread-safe.
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Union
 
 from . import _args as args
@@ -25,7 +26,14 @@ from .config import (
     host_from_env,
     parse_host,
 )
-from .errors import ConfigError, ConnectError, ResponseError, ServerStreamError, StreamTimeout
+from .errors import (
+    ConfigError,
+    ConnectError,
+    ResponseError,
+    ServerStreamError,
+    StreamError,
+    StreamTimeout,
+)
 from .records import (
     ChatRequest,
     EmbedRequest,
@@ -42,6 +50,8 @@ from .wire.lines import LineFramer
 
 __all__ = ["Client"]
 
+# Deadlines for a whole info exchange (connect, head, body), however slowly
+# the bytes come; the bodies are capped by _http.INFO_BODY_LIMIT.
 INFO_TIMEOUT_S = 30.0  # /api/tags, /api/version: small replies, but the server may be busy
 PING_TIMEOUT_S = 5.0
 DEFAULT_TIMEOUTS = Timeouts()
@@ -279,7 +289,8 @@ class Client:
     def models(self) -> List[Dict[str, Any]]:
         """The models the server has: ``/api/tags`` entries, or ``/v1/models`` ``data``.
 
-        Raises ConnectError, StreamTimeout, ResponseError.
+        Raises ConnectError, StreamTimeout, ResponseError; ProtocolError (ResponseTooLarge)
+        for a compressed or oversized reply.
         """
         if self.dialect == "openai":
             data = self._get_json("models")
@@ -291,7 +302,7 @@ class Client:
         """The server's version string (``/api/version``); None for the openai dialect,
         which has no version endpoint.
 
-        Raises ConnectError, StreamTimeout, ResponseError.
+        Raises ConnectError, StreamTimeout, ResponseError, ProtocolError (as models()).
         """
         if self.dialect == "openai":
             return None
@@ -302,13 +313,14 @@ class Client:
     def ping(self) -> bool:
         """True if the server answers; False if it is unreachable, slow or erroring.
 
-        Never raises for an unreachable server; waits at most a few seconds.
+        Never raises for an unreachable or misbehaving server; returns within
+        about ``PING_TIMEOUT_S`` (5 s) however slowly the server answers.
         """
         path = "models" if self.dialect == "openai" else "api/version"
         timeout = min(self.timeouts.connect or PING_TIMEOUT_S, PING_TIMEOUT_S)
         try:
             status, _ = self.transport.request_json("GET", self._url(path), timeout=timeout)
-        except (ConnectError, StreamTimeout, ResponseError):
+        except (ConnectError, StreamTimeout, ResponseError, StreamError):
             return False
         return 200 <= status < 300
 
@@ -318,7 +330,7 @@ class Client:
         Records look like ``{"status": "pulling 1a2b3c4d5e6f", "digest": ...,
         "total": N, "completed": M}``; the last one is ``{"status": "success"}``.
         Closing the iterator early closes the connection (Ollama keeps the
-        partial download). Waits at most ``timeouts.idle`` between records.
+        partial download). Waits at most ``timeouts.idle`` between whole records.
 
         Raises:
             ConnectError, StreamTimeout, ResponseError: before the first record.
@@ -341,9 +353,16 @@ class Client:
                 raise self._dialect.error_for_status(response.status, response.read_body(),
                                                      response.headers, model)
             framer = LineFramer()
+            idle = self.timeouts.idle
+            # idle bounds the wait for the next whole record, not for the next
+            # bytes: a server trickling a record that never ends still times out
+            deadline = None if idle is None else time.monotonic() + idle
             while True:
-                data = response.read_some(self.timeouts.idle)
+                data = response.read_some(
+                    None if deadline is None else deadline - time.monotonic())
                 lines = framer.feed(data) if data else framer.flush()
+                if lines and idle is not None:
+                    deadline = time.monotonic() + idle
                 for line in lines:
                     record = _decode_record(line)
                     if record.get("error"):

@@ -27,6 +27,7 @@ __all__ = [
     "dialect_base_url",
     "host_from_env",
     "parse_host",
+    "redact_url",
 ]
 
 DEFAULT_PORT = 11434
@@ -192,6 +193,20 @@ def _bracket_ipv6(hostname: str) -> str:
     return hostname
 
 
+def redact_url(url: str) -> str:
+    """``url`` with any userinfo (``user:password@``) replaced by ``***@``.
+
+    For every place a URL may be printed or written: messages, logs, reports.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
+    authority, slash, path = rest.partition("/")
+    if "@" in authority:
+        authority = "***@" + authority.rsplit("@", 1)[1]
+    return f"{scheme}{sep}{authority}{slash}{path}"
+
+
 def parse_host(host: Optional[str] = None,
                environ: Optional[Mapping[str, str]] = None) -> str:
     """Normalise a host the way ollama-python reads ``OLLAMA_HOST``.
@@ -202,8 +217,15 @@ def parse_host(host: Optional[str] = None,
     means 127.0.0.1; a path is kept with its slashes trimmed; IPv6 literals
     are bracketed. A bare ``::1`` is ambiguous and rejected.
 
+    Credentials in the URL (``http://user:password@host``) are refused, not
+    used: a host is printed in messages, logs and reports, and a password
+    in it would travel with it. Send credentials with ``api_key`` (Bearer)
+    or ``headers`` (e.g. ``Authorization: Basic ...``), which are never
+    printed.
+
     Raises:
-        ConfigError: the host cannot be parsed (names the value).
+        ConfigError: the host cannot be parsed, or carries credentials (names
+            the value, credentials masked).
     """
     if host is None:
         host = (os.environ if environ is None else environ).get("OLLAMA_HOST", "")
@@ -217,7 +239,13 @@ def parse_host(host: Optional[str] = None,
         parts = urlsplit(f"{scheme}://{rest}")
         port = parts.port or default_port
     except ValueError as exc:
-        raise ConfigError(f"cannot parse host {host!r}: {exc}") from exc
+        raise ConfigError(f"cannot parse host {redact_url(host)!r}: "
+                          f"{redact_url(str(exc))}") from None  # exc may quote the password
+    if "@" in parts.netloc:
+        raise ConfigError(f"host {redact_url(host)!r} carries credentials (user:password@); "
+                          "streamkit does not take them from a URL, which is printed in "
+                          "logs and reports: pass api_key=... (sent as a Bearer token) or "
+                          "headers={'Authorization': 'Basic ...'} instead")
     hostname = _bracket_ipv6(parts.hostname or "127.0.0.1")
     base = f"{scheme}://{hostname}:{port}"
     path = parts.path.strip("/")

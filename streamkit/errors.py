@@ -16,7 +16,9 @@ layer and chained with ``raise ... from exc``, so ``__cause__`` keeps them.
     │   ├── StreamInterrupted          connection cut, or body ended without done / [DONE]
     │   │   └── StreamDiverged         a replay produced other text than was delivered
     │   ├── ServerStreamError          in-band {"error": ...} line
-    │   └── ProtocolError              malformed JSON, line over the size cap, bad framing
+    │   └── ProtocolError              malformed JSON, line over the size cap, bad framing,
+    │       │                          a compressed reply we did not ask for
+    │       └── ResponseTooLarge       a non-streaming reply over its size cap (.limit)
     ├── StreamTimeout(TimeoutError)    .phase in connect | first_token | idle | total
     └── Cancelled                      the caller cancelled
 
@@ -35,6 +37,7 @@ __all__ = [
     "ModelNotFound",
     "ProtocolError",
     "ResponseError",
+    "ResponseTooLarge",
     "ServerBusy",
     "ServerStreamError",
     "StreamDiverged",
@@ -129,6 +132,17 @@ class ServerStreamError(StreamError):
 
 class ProtocolError(StreamError):
     """Malformed JSON, a line over the size cap, or bad framing."""
+
+
+class ResponseTooLarge(ProtocolError):
+    """A non-streaming reply (an info endpoint, an embedding) is over its size cap.
+
+    ``limit`` is the cap in bytes. Nothing past the cap is read or kept.
+    """
+
+    def __init__(self, message: str, *, limit: int) -> None:
+        super().__init__(message)
+        self.limit = limit
 
 
 class StreamTimeout(StreamkitError, TimeoutError):

@@ -8,14 +8,17 @@ Layers, each importing only those above it:
 - ``chunked``     the chunked transfer decoder (pure)
 - ``translate``   requests/urllib3/socket errors -> streamkit errors, by phase
 - ``response``    Response: raw reads as they arrive, stamped, then back to the pool
+- ``bounded``     whole non-streaming bodies: size cap, no inflating, one deadline
 - ``transport``   Transport: a session per thread over one shared pool; open()
 """
 
 from __future__ import annotations
 
+from .bounded import INFO_BODY_LIMIT, read_bounded, refuse_encoding
 from .cancel import CancelToken
 from .response import Response
 from .translate import forget_frames
 from .transport import Transport
 
-__all__ = ["CancelToken", "Response", "Transport", "forget_frames"]
+__all__ = ["INFO_BODY_LIMIT", "CancelToken", "Response", "Transport", "forget_frames",
+           "read_bounded", "refuse_encoding"]

@@ -44,8 +44,11 @@ COALESCE_MAX = 64 * 1024
 """Largest request body sent in one piece with its head."""
 
 ACTIVE = threading.local()
-"""``ACTIVE.token``: the CancelToken of the attempt sending in this thread
-(set by the transport around a send, None otherwise), read by the pools."""
+"""What the transport tells the layers below about the request sending in
+this thread (set around a send, unset otherwise): ``ACTIVE.token``, the
+attempt's CancelToken, read by the pools; ``ACTIVE.head_timeout``, seconds
+the status line and headers may take in all (None: no limit), read when the
+response's socket file is made."""
 
 _log = logging.getLogger("streamkit")
 _warned_unstamped = threading.Event()  # the fallback warning is logged once per process
@@ -62,23 +65,42 @@ class StampedReader(io.RawIOBase):
     bytes that arrived with the headers and wait in the buffer while they
     are parsed keep their arrival time. ``sock`` is the socket read (None
     when the reader is not a plain socket's, e.g. TLS inside a TLS proxy).
+
+    A socket timeout bounds each ``recv``, so a server sending one byte at
+    a time never trips it. ``deadline`` (``time.monotonic()``; None: none)
+    bounds them all: each read waits at most what is left of it, and one
+    past it raises ``socket.timeout``. It is set for the head of a response
+    (status line, ``100 Continue`` replies, headers) and cleared by the
+    response once the head is in; body reads keep their own deadlines.
     """
 
     last_ns = 0
+    deadline: Optional[float] = None
 
-    def __init__(self, raw: io.RawIOBase, sock: Optional[socket.socket]) -> None:
+    def __init__(self, raw: io.RawIOBase, sock: Optional[socket.socket],
+                 deadline: Optional[float] = None) -> None:
         super().__init__()
         self.sock = sock
         self._raw = raw
         self._readinto = raw.readinto  # bound once: this is the per-read path
+        if sock is not None:  # without the socket there is no wait to cut short
+            self.deadline = deadline
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: Any) -> Optional[int]:
+        if self.deadline is not None:
+            self._wait_at_most(self.deadline - time.monotonic())
         n = self._readinto(buffer)
         self.last_ns = time.perf_counter_ns()
         return n
+
+    def _wait_at_most(self, left: float) -> None:
+        if left <= 0:
+            raise socket.timeout("timed out")  # what a socket timeout raises
+        assert self.sock is not None
+        self.sock.settimeout(left)
 
     def fileno(self) -> int:
         return self._raw.fileno()
@@ -106,7 +128,9 @@ class _StampingSocket:
         except TypeError:  # a socket-like object without buffering=: no stamps (warned)
             return self._target.makefile(mode)
         sock = self._target if isinstance(self._target, socket.socket) else None
-        return io.BufferedReader(StampedReader(raw, sock), io.DEFAULT_BUFFER_SIZE)
+        head_timeout: Optional[float] = getattr(ACTIVE, "head_timeout", None)
+        deadline = None if head_timeout is None else time.monotonic() + head_timeout
+        return io.BufferedReader(StampedReader(raw, sock, deadline), io.DEFAULT_BUFFER_SIZE)
 
 
 class _StampedHTTPResponse(http.client.HTTPResponse):
@@ -228,7 +252,40 @@ class _HTTPConnection(_CancellableConnectionMixin, HTTPConnection):
 
 
 class _HTTPSConnection(_CancellableConnectionMixin, HTTPSConnection):
+    """Also cancellable during the TLS handshake.
+
+    Wrapping a socket in TLS detaches the plain socket object (its fd
+    becomes -1) before the handshake runs, so shutting down ``self.sock``
+    then finds nothing. While connecting, the token also holds a duplicate
+    of the TCP socket: shutting that down ends the connection itself and
+    wakes the handshake's ``recv``. The duplicate is closed when
+    ``connect()`` returns, so no fd number is ever shut down after it may
+    have been reused.
+    """
+
     response_class = _StampedHTTPResponse
+    _streamkit_handle: Optional[socket.socket] = None
+
+    def _new_conn(self) -> socket.socket:
+        # PRIVATE: connect() gets its TCP socket from _new_conn() before any
+        # TLS. Checked on urllib3 1.26.5, 2.0.0, 2.6.3, 2.8.0.
+        sock: socket.socket = super()._new_conn()
+        token: Optional[CancelToken] = getattr(self, "_streamkit_token", None)
+        if token is not None:
+            self._streamkit_handle = handle = sock.dup()
+            token.attach(handle)  # shuts it down at once if already cancelled
+        return sock
+
+    def connect(self) -> None:
+        try:
+            super().connect()
+        finally:
+            handle, self._streamkit_handle = self._streamkit_handle, None
+            if handle is not None:
+                token = getattr(self, "_streamkit_token", None)
+                if token is not None:
+                    token.detach(handle)
+                handle.close()
 
 
 class _CancellablePoolMixin:
@@ -265,7 +322,26 @@ _POOL_CLASSES = {"http": _HTTPPool, "https": _HTTPSPool}
 
 
 class Adapter(HTTPAdapter):
-    """The shared adapter: cancellable pools, no urllib3 retries (retry.py retries)."""
+    """The shared adapter: cancellable pools, no urllib3 retries (retry.py retries).
+
+    ``close()`` closes every pool, and so every idle socket, at once: with
+    urllib3 2.x, clearing a pool manager only forgets its pools, whose
+    sockets then close whenever the pools are garbage-collected (never,
+    while an exception somewhere still refers to one). A connection in use
+    is closed when its response ends and it finds its pool closed.
+    """
+
+    def close(self) -> None:
+        managers = [self.poolmanager, *self.proxy_manager.values()]
+        for manager in managers:
+            # PRIVATE: PoolManager.pools is urllib3's mapping of live pools.
+            # Checked on urllib3 1.26.5, 2.0.0, 2.6.3, 2.8.0.
+            pools = manager.pools
+            for key in list(pools.keys()):
+                pool = pools.get(key)
+                if pool is not None:
+                    pool.close()  # idempotent; 1.26 also does it when clearing
+        super().close()
 
     def init_poolmanager(self, connections: int, maxsize: int, block: bool = False,
                          **pool_kwargs: Any) -> None:

@@ -9,7 +9,7 @@ and undoes chunked transfer encoding itself (:class:`~.chunked.Dechunker`).
 from __future__ import annotations
 
 import time
-from typing import List, Mapping, Optional
+from typing import List, Mapping, Optional, Tuple
 
 import requests
 
@@ -39,15 +39,18 @@ class Response:
     """
 
     def __init__(self, resp: requests.Response, cancel: CancelToken,
-                 body_timeout: Optional[float]) -> None:
+                 body_timeout: Optional[float], *, secrets: Tuple[bytes, ...] = ()) -> None:
         self.status: int = resp.status_code
         self.headers: Mapping[str, str] = {k.lower(): v for k, v in resp.headers.items()}
         self.url: str = resp.url
         self._raw = resp.raw
         self._cancel = cancel
         self._body_timeout = body_timeout
+        self._secrets = secrets
         self._fp, self._stamps, self._socket = socket_file(self._raw)
         self.stamped: bool = self._stamps is not None
+        if self._stamps is not None:
+            self._stamps.deadline = None  # the head is in; body reads bound themselves
         if self._socket is not None:
             cancel.attach(self._socket)
         # When the headers came off the socket, and the bytes of the last read.
@@ -92,8 +95,9 @@ class Response:
         """Up to ``limit`` bytes of the body, for an error reply; best effort.
 
         Reads until the end of the body, ``limit`` bytes, a timeout (the idle
-        timeout per read) or a broken connection, and returns what it got.
-        Raises Cancelled only.
+        timeout per read) or a broken connection, and returns what it got,
+        redacted (:meth:`redact`): it becomes an error message. Raises
+        Cancelled only.
         """
         parts: List[bytes] = []
         size = 0
@@ -108,7 +112,14 @@ class Response:
             raise
         except StreamkitError:
             pass  # the status is the news; a torn error body must not hide it
-        return b"".join(parts)[:limit]
+        return self.redact(b"".join(parts)[:limit])
+
+    def redact(self, body: bytes) -> bytes:
+        """``body`` with every credential the request carried replaced by ``***``."""
+        for secret in self._secrets:
+            if secret in body:
+                body = body.replace(secret, b"***")
+        return body
 
     def close(self) -> None:
         """Close; a body not read to its end closes the connection. Idempotent."""

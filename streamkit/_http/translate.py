@@ -21,9 +21,10 @@ any phase after cancel()      Cancelled
 
 from __future__ import annotations
 
+import errno
 import socket
 import traceback
-from typing import List, Optional, Set
+from typing import Iterator, List, Optional, Set
 
 import requests
 
@@ -41,18 +42,46 @@ __all__ = ["forget_frames", "open_error", "read_error", "timeout_error"]
 
 
 def forget_frames(exc: BaseException) -> None:
-    """Drop the local variables of the finished frames in ``exc``'s tracebacks.
+    """Cut what the exceptions chained under ``exc`` hold of the HTTP machinery.
 
     The translated error keeps ``exc`` as its cause, and a Result keeps the
-    error for as long as the caller likes (a batch run keeps thousands): the
-    frames of requests/urllib3 would otherwise pin sockets and buffers.
+    error for as long as the caller likes (a batch run keeps thousands).
+    Left alone, that chain pins sockets: the finished frames of
+    requests/urllib3 (their locals), and the objects urllib3 and requests
+    attach to their errors (``MaxRetryError.pool`` is a whole connection
+    pool with its idle sockets; ``NewConnectionError.conn``, a
+    ``RequestException.response``). Frames are cleared and those
+    attributes set to None; messages, types and the chain itself stay.
     """
-    seen: Set[int] = set()
-    current: Optional[BaseException] = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
+    for current in _chain(exc):
         traceback.clear_frames(current.__traceback__)
-        current = current.__cause__ or current.__context__
+        attrs = getattr(current, "__dict__", None)
+        if attrs and type(current).__module__.startswith(_HTTP_PACKAGES):
+            for name in _PINNING_ATTRS:
+                if attrs.get(name) is not None:
+                    attrs[name] = None  # via __dict__: a deprecated property may warn
+
+
+_PINNING_ATTRS = ("pool", "conn", "_pool", "response", "_response")
+"""Attributes of urllib3/requests errors that hold pools, connections or responses."""
+
+_HTTP_PACKAGES = ("requests.", "urllib3.")
+"""Only their errors are scrubbed: other exceptions in a chain are not ours to edit."""
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and every exception under it: causes, contexts, ``.reason``, ``args``."""
+    seen: Set[int] = set()
+    todo: List[BaseException] = [exc]
+    while todo:
+        current = todo.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        nested = [current.__cause__, current.__context__, getattr(current, "reason", None),
+                  *getattr(current, "args", ())]
+        todo.extend(e for e in nested if isinstance(e, BaseException))
 
 
 def open_error(exc: requests.RequestException, url: str,
@@ -72,8 +101,14 @@ def open_error(exc: requests.RequestException, url: str,
     if isinstance(exc, (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
                         requests.exceptions.InvalidSchema)):
         return ConfigError(f"bad URL {url!r}: {_reason(exc)}")
+    if any(isinstance(e, OSError) and e.errno in _FD_EXHAUSTED for e in _chain(exc)):
+        return ConnectError(f"too many open files: lower workers or raise ulimit -n (no "
+                            f"socket could be opened for {_origin(url)}: {_reason(exc)})")
     return ConnectError(f"could not connect to {_origin(url)} ({_reason(exc)}); is the "
                         "server running (`ollama serve`) and the host right?")
+
+
+_FD_EXHAUSTED = (errno.EMFILE, errno.ENFILE)
 
 
 def read_error(exc: Exception, cancel: CancelToken, phase: str) -> StreamkitError:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 import requests
@@ -36,6 +37,7 @@ import requests
 from .._version import __version__
 from ..config import Secret, Timeouts
 from ..errors import Cancelled, ConfigError
+from .bounded import INFO_BODY_LIMIT, read_bounded
 from .cancel import CancelToken
 from .connection import ACTIVE, Adapter
 from .response import Response
@@ -81,6 +83,7 @@ class Transport:
                                          "Content-Type": "application/json"}
         self._headers.update(headers or {})
         self._api_key = api_key
+        self._secrets = _secrets(self._headers, api_key)
         self._local = threading.local()
         self._targets: Dict[str, _Target] = {}
         self._closed = False
@@ -99,9 +102,11 @@ class Transport:
              cancel: CancelToken) -> Response:
         """POST ``body`` to ``url``; return once the status line and headers are in.
 
-        Blocks for at most ``timeouts.connect`` (connecting) plus
-        ``timeouts.first_token`` (waiting for the status line); ``cancel``
-        wakes it at once once a socket exists.
+        Blocks for at most ``timeouts.connect`` (connecting, TLS included)
+        plus ``timeouts.first_token`` for the whole head of the reply (status
+        line, any ``100 Continue``, headers: a deadline, however the bytes
+        trickle in; again per redirect hop); ``cancel`` wakes it at once once
+        a socket exists.
 
         Raises:
             ConnectError: refused, DNS, TLS, or a reset before the status line.
@@ -113,7 +118,7 @@ class Transport:
             raise Cancelled()
         session = self._session()
         target = self._target(session, url)
-        ACTIVE.token = cancel
+        ACTIVE.token, ACTIVE.head_timeout = cancel, timeouts.first_token
         try:
             resp = target.send(session, body, (timeouts.connect, timeouts.first_token))
         except requests.RequestException as exc:
@@ -123,40 +128,59 @@ class Transport:
             cancel.detach_all()
             raise
         finally:
-            ACTIVE.token = None
-        response = Response(resp, cancel, timeouts.idle or BODY_TIMEOUT_S)
+            ACTIVE.token = ACTIVE.head_timeout = None
+        response = Response(resp, cancel, timeouts.idle or BODY_TIMEOUT_S,
+                            secrets=self._secrets)
         if cancel.event.is_set():  # cancelled while the headers were being parsed
             response.close()
             raise Cancelled()
         return response
 
     def request_json(self, method: str, url: str, body: Any = None, *,
-                     timeout: float) -> Tuple[int, Any]:
+                     timeout: float, limit: int = INFO_BODY_LIMIT) -> Tuple[int, Any]:
         """A small non-streaming request (``/api/tags``, ``/api/version``, ...).
 
         Returns ``(status, value)``: the decoded JSON body, or the body as
-        text when it is not JSON (``None`` for an empty body). Blocks at
-        most about ``timeout`` seconds per phase.
+        text when it is not JSON (``None`` for an empty body). ``timeout``
+        is a deadline for the whole exchange: connecting takes at most
+        ``timeout``, and the reply (head and body) must be in by then too,
+        however slowly its bytes trickle in. The body is read as sent
+        (``Accept-Encoding: identity``; a compressed reply is refused, never
+        inflated) and at most ``limit`` bytes of it.
 
         Raises:
             ConnectError: the server could not be reached or broke the reply.
             StreamTimeout: ``phase="connect"``, or ``"first_token"`` when the
                 reply did not come in time.
+            ResponseTooLarge: the body is over ``limit`` bytes.
+            ProtocolError: the body is compressed, or badly framed.
             RuntimeError: the transport is closed.
         """
         session = self._session()
         data = None if body is None else json.dumps(body).encode("utf-8")
+        deadline = time.monotonic() + timeout
+        cancel = CancelToken()  # nobody cancels; Response wants one
+        ACTIVE.head_timeout = timeout
         try:
-            resp = session.request(method, url, data=data, timeout=(timeout, timeout))
-            content = resp.content
+            resp = session.request(method, url, data=data, timeout=(timeout, timeout),
+                                   stream=True)
         except requests.RequestException as exc:
             raise open_error(exc, url, None) from exc
-        if not content:
-            return resp.status_code, None
+        finally:
+            ACTIVE.head_timeout = None
+        response = Response(resp, cancel, None, secrets=self._secrets)
         try:
-            return resp.status_code, json.loads(content)
+            content = read_bounded(response, deadline, limit)
+        finally:
+            response.close()
+        if not 200 <= response.status < 300:
+            content = response.redact(content)  # an error body becomes an error message
+        if not content:
+            return response.status, None
+        try:
+            return response.status, json.loads(content)
         except ValueError:
-            return resp.status_code, content.decode("utf-8", "replace")
+            return response.status, content.decode("utf-8", "replace")
 
     def close(self) -> None:
         """Close every pooled connection. Idempotent; in-flight streams end with errors."""
@@ -184,6 +208,29 @@ class Transport:
                 session.headers["Authorization"] = f"Bearer {self._api_key.reveal()}"
             self._local.session = session
         return session
+
+
+_SECRET_HEADER_WORDS = ("auth", "key", "token", "secret", "cookie", "password")
+"""A header whose lower-cased name holds one of these carries a credential."""
+
+
+def _secrets(headers: Mapping[str, str], api_key: Optional[Secret]) -> Tuple[bytes, ...]:
+    """What must never be printed: the API key and the values of credential headers.
+
+    A server may echo a request header in an error body (a 401 page quoting
+    ``Authorization``); error bodies are redacted with these before they
+    become error messages.
+    """
+    found = set()
+    if api_key is not None and api_key.reveal():
+        found.add(api_key.reveal())
+    for name, value in headers.items():
+        if any(word in name.lower() for word in _SECRET_HEADER_WORDS) and value:
+            found.add(value)
+            found.update(part for part in value.split() if len(part) >= 8)  # the bare token
+    # Longest first, so "Bearer KEY" is masked whole before KEY alone.
+    return tuple(sorted((v.encode("utf-8") for v in found if len(v) >= 4), key=len,
+                        reverse=True))
 
 
 _Timeout = Tuple[Any, Any]

@@ -13,10 +13,15 @@ empty/None fields, so ``options=None`` and ``options={}`` share a key.
 Only successful results are stored. A hit is the stored Result with
 ``cached=True``, the request's id, and fresh (empty) client timing.
 
+The model's weights are not in the request: :class:`DigestKeyedCache`
+adds the model's digest (from ``/api/tags``) to the key, so answers cached
+before a model was pulled again are not served for the new one.
+
 Thread and process safety: one connection guarded by a lock (sqlite3
 connections are not thread-safe), WAL journal so readers in other
-processes do not block, and a busy timeout so concurrent writers wait
-rather than fail.
+processes do not block. A cache another process is writing to must not
+slow a run down: after a short busy timeout a store is skipped (and a read
+is a miss), logged once per cache.
 """
 
 from __future__ import annotations
@@ -26,16 +31,19 @@ import json
 import logging
 import sqlite3
 import threading
-from typing import Any, Dict, Mapping, Optional
+from dataclasses import replace
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
+from ..config import HostSpec
 from ..errors import ConfigError
 from ..records import ChatRequest, Request, Result, Stats
 
-__all__ = ["SQLiteCache", "request_key"]
+__all__ = ["DigestKeyedCache", "SQLiteCache", "digest_keyed", "request_key"]
 
 log = logging.getLogger("streamkit")
 
-BUSY_TIMEOUT_S = 30.0
+BUSY_TIMEOUT_S = 0.2  # how long a store waits for another process's write
+DIGEST_TIMEOUT_S = 10.0  # asking a host for its models' digests
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS responses (
     key TEXT PRIMARY KEY,
@@ -95,6 +103,8 @@ class SQLiteCache:
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
+        self.skipped = 0  # stores dropped because the database was busy
+        self._told_busy = False
         try:
             self._conn: Optional[sqlite3.Connection] = sqlite3.connect(
                 path, timeout=BUSY_TIMEOUT_S, check_same_thread=False, isolation_level=None)
@@ -122,7 +132,7 @@ class SQLiteCache:
                     "SELECT result FROM responses WHERE key = ?", (key,)).fetchone()
             except sqlite3.Error as exc:
                 # A cache that cannot be read must not fail the request: it is a miss.
-                log.warning("cache %s: read failed (%s); treating as a miss", self.path, exc)
+                self._warn(exc, "treating as a miss")
                 row = None
             if row is None:
                 self.misses += 1
@@ -133,7 +143,9 @@ class SQLiteCache:
     def put(self, request: Request, result: Result) -> None:
         """Store a successful Result (a failed or cached one is ignored).
 
-        Replaces an older entry. A database error is logged, not raised.
+        Replaces an older entry. A database error is logged, not raised; a
+        database locked by another process for longer than BUSY_TIMEOUT_S
+        skips the store (logged once).
         """
         if result.error is not None or result.cached:
             return
@@ -146,7 +158,18 @@ class SQLiteCache:
                     "INSERT OR REPLACE INTO responses (key, request, result) VALUES (?, ?, ?)",
                     (key, canonical, payload))
             except sqlite3.Error as exc:
-                log.warning("cache %s: write failed (%s); result not cached", self.path, exc)
+                self.skipped += 1
+                self._warn(exc, "result not cached")
+
+    def _warn(self, exc: sqlite3.Error, outcome: str) -> None:
+        """Log a database error; "busy" only the first time (it repeats for every request)."""
+        if "locked" in str(exc) or "busy" in str(exc):
+            if not self._told_busy:
+                self._told_busy = True
+                log.warning("cache %s: busy (another process is writing to it); answers "
+                            "are not stored while it is", self.path)
+            return
+        log.warning("cache %s: %s (%s)", self.path, outcome, exc)
 
     def __len__(self) -> int:
         with self._lock:
@@ -169,3 +192,81 @@ class SQLiteCache:
     def __repr__(self) -> str:
         return f"SQLiteCache({self.path!r})"
 
+
+
+class DigestKeyedCache:
+    """A ResponseCache whose keys also hold the model's digest.
+
+    ``digests`` maps a model name to its digest (``name:latest`` and ``name``
+    alike). A request for a model without a digest is neither served nor
+    stored: an answer the cache cannot tie to the model's weights is never
+    reused.
+    """
+
+    def __init__(self, inner: Any, digests: Mapping[str, str]) -> None:
+        self.inner = inner
+        self.digests = dict(digests)
+
+    def _keyed(self, request: Request) -> Optional[Request]:
+        digest = self.digests.get(request.model) or self.digests.get(
+            _with_tag(request.model))
+        if digest is None:
+            return None
+        keyed: Request = replace(request, model=f"{request.model}@{digest}")
+        return keyed
+
+    def get(self, request: Request) -> Optional[Result]:
+        """The inner cache's answer under the digest-keyed request (None: no digest)."""
+        keyed = self._keyed(request)
+        if keyed is None:
+            return None
+        hit: Optional[Result] = self.inner.get(keyed)
+        return hit
+
+    def put(self, request: Request, result: Result) -> None:
+        """Store under the digest-keyed request (nothing without a digest)."""
+        keyed = self._keyed(request)
+        if keyed is not None:
+            self.inner.put(keyed, result)
+
+
+def _with_tag(model: str) -> str:
+    """Ollama's full name: ``llama3.2`` → ``llama3.2:latest``."""
+    last = model.rsplit("/", 1)[-1]
+    return model if ":" in last else f"{model}:latest"
+
+
+def digest_keyed(cache: Any, hosts: Optional[Sequence[HostSpec]], dialect: str,
+                 client: Any = None) -> Any:
+    """``cache`` keyed by the models' digests too, asked of every host (``/api/tags``).
+
+    Blocks up to DIGEST_TIMEOUT_S per host; a host that does not answer is
+    logged and left out. The openai dialect publishes no digest: ``cache``
+    is returned as is. Without ``hosts``, asks ``client.host`` (or the
+    default host).
+    """
+    if dialect != "ollama":
+        return cache
+    from ..client import Client
+    from ..config import Timeouts
+    timeouts = Timeouts(connect=DIGEST_TIMEOUT_S, first_token=DIGEST_TIMEOUT_S,
+                        total=DIGEST_TIMEOUT_S)
+    urls: List[Optional[str]] = [h if isinstance(h, str) else h[0] for h in hosts or ()]
+    if not urls:
+        urls = [client.host] if client is not None else [None]
+    digests: Dict[str, List[str]] = {}
+    for host in urls:
+        try:
+            with Client(host, timeouts=timeouts) as probe:
+                listed = probe.models()
+        except Exception as exc:
+            log.warning("cache: cannot list the models of %s (%s); the cache key uses "
+                        "the other hosts' digests", host or "the default host", exc)
+            continue
+        for entry in listed:
+            name, digest = entry.get("name") or entry.get("model"), entry.get("digest")
+            if isinstance(name, str) and isinstance(digest, str):
+                digests.setdefault(name, []).append(digest)
+    # Several hosts may hold different builds of one name: the key holds them all.
+    joined = {name: ",".join(sorted(set(found))) for name, found in digests.items()}
+    return DigestKeyedCache(cache, joined)

@@ -135,12 +135,13 @@ def check_embed(config: BatchConfig) -> None:
                               f"pip install {package}")
 
 
-def run_embed_batch(config: BatchConfig, scan: Scan,
+def run_embed_batch(config: BatchConfig, scan: Scan, path: str,
                     execute: Callable[[BatchConfig], Summary]) -> Summary:
     """Check ``config``, run it into its journal with ``execute``, then write the matrix.
 
     ``execute`` runs a BatchConfig (the journal as its output) and returns
-    its summary. The matrix is written only when the run was not
+    its summary; ``path`` is the input file (stdin spooled), read again for
+    the matrix's row order. The matrix is written only when the run was not
     interrupted; the summary then names it as the output.
     """
     check_embed(config)
@@ -148,8 +149,17 @@ def run_embed_batch(config: BatchConfig, scan: Scan,
     if config.output_format == "jsonl" or summary.interrupted:
         return summary
     from .matrix import write_matrix
-    write_matrix(config.output_format, journal_path(config), config.output, scan.ids.ids)
+    write_matrix(config.output_format, journal_path(config), config.output,
+                 _input_ids(config, scan, path))
     return dataclasses.replace(summary, output=config.output)
+
+
+def _input_ids(config: BatchConfig, scan: Scan, path: str) -> Iterator[str]:
+    """The ids of the input's good lines, in input order (a duplicate's first line only)."""
+    for item in read_prompts(path, config.format_name, default_model=config.model,
+                             prompt_column=config.prompt_column, id_column=config.id_column):
+        if not isinstance(item, Problem) and item.line not in scan.duplicate_lines:
+            yield item.id
 
 
 def splittable(error: BaseException) -> bool:

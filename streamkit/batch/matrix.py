@@ -22,7 +22,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
-from typing import Any, Dict, Generator, List, Mapping, Tuple
+from typing import Any, Dict, Generator, Iterable, List, Mapping, Tuple
 
 from .. import _json
 from ..errors import ConfigError
@@ -38,18 +38,19 @@ def ids_path(output: str) -> str:
     return stem + ".ids.jsonl"
 
 
-def write_matrix(fmt: str, journal: str, output: str, order: Mapping[str, int]) -> None:
+def write_matrix(fmt: str, journal: str, output: str, order: Iterable[str]) -> None:
     """Write the journal's vectors as ``fmt`` (``npy`` or ``parquet``) into ``output``.
 
-    ``order`` maps the input's ids to their lines (in input order); ids in
-    the journal that are not in it are left out.
+    ``order`` yields the input's ids in input order; ids in the journal that
+    it does not yield are left out.
 
     Raises:
         ConfigError: the journal cannot be read, its vectors differ in length
             (npy only), or the output cannot be written.
     """
-    offsets, dim = _index(journal, order)
+    offsets, dim = _index(journal)
     rows = [record_id for record_id in order if record_id in offsets]
+    dim = len(_vectors_of(journal, rows[:1], offsets)) if rows else dim
     try:
         if fmt == "npy":
             _write_npy(journal, output, rows, offsets, dim)
@@ -59,8 +60,17 @@ def write_matrix(fmt: str, journal: str, output: str, order: Mapping[str, int]) 
         raise ConfigError(f"cannot write {output!r}: {exc.strerror}") from exc
 
 
-def _index(journal: str, order: Mapping[str, int]) -> Tuple[Dict[str, int], int]:
-    """(id → byte offset of its record, the length of the first vector) for ids in ``order``."""
+def _vectors_of(journal: str, rows: List[str], offsets: Mapping[str, int]) -> List[float]:
+    """The vector of the first id of ``rows``."""
+    vectors = _vectors(journal, rows, offsets)
+    try:
+        return next(vectors)
+    finally:
+        vectors.close()
+
+
+def _index(journal: str) -> Tuple[Dict[str, int], int]:
+    """(id → byte offset of its record, the length of the first vector)."""
     offsets: Dict[str, int] = {}
     dim = 0
     try:
@@ -69,7 +79,7 @@ def _index(journal: str, order: Mapping[str, int]) -> Tuple[Dict[str, int], int]
             for raw in handle:
                 record = _json.loads(raw)
                 record_id = record["id"]
-                if record_id in order and record_id not in offsets:
+                if record_id not in offsets:
                     offsets[record_id] = offset
                     dim = dim or len(record["embedding"])
                 offset += len(raw)

@@ -4,9 +4,17 @@ Crash safety rests on three rules:
 
 1. Every record is one ``os.write`` of a complete line (``O_APPEND``), so a
    crash leaves at most one torn line, and only at the end of the file.
-2. Before appending, :func:`scan_output` reads the ids already present and
+2. Before appending, the resume scan reads the ids already present and
    cuts a torn last line (no newline, or not JSON) off the file.
 3. The writer refuses an id it has already written.
+
+Reading an output back (rule 2, and superseding edited prompts) is
+:mod:`streamkit.batch.resume`.
+
+Only regular files are accepted (:func:`require_regular_file`): the file is
+read back on resume, and a pipe or a device cannot be. A failed write (disk
+full) raises :class:`OutputWriteError`; everything written before it is
+whole and kept.
 
 Records reach the kernel at once (no userspace buffer); a :class:`Syncer`
 thread fsyncs dirty files every second, and :meth:`RecordWriter.close`
@@ -21,26 +29,30 @@ the next run drops.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
+import math
 import os
+import stat
 import threading
-from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Protocol, Set
 
 from .. import _json
-from ..errors import ConfigError, ResponseError
+from ..errors import ConfigError, ResponseError, StreamkitError
 from ..records import Result, Timing
 
 __all__ = [
     "ErrorLog",
+    "OutputWriteError",
     "RecordWriter",
-    "ResumeState",
     "Syncer",
     "encode",
     "error_record",
     "errors_path",
+    "require_regular_file",
     "result_record",
-    "scan_output",
+    "write_error",
 ]
 
 FSYNC_INTERVAL_S = 1.0
@@ -53,9 +65,85 @@ def errors_path(output: str) -> str:
     return stem + ".errors.jsonl"
 
 
+class OutputWriteError(StreamkitError):
+    """A result or error file could not be written (disk full, quota, I/O error).
+
+    ``errno`` is the OS error number. Every record written before it is whole.
+    """
+
+    def __init__(self, path: str, exc: OSError) -> None:
+        super().__init__(f"cannot write {path!r}: {exc.strerror or exc}")
+        self.path = path
+        self.errno = exc.errno
+
+
+# Out of room or failing storage: the run stops (OutputWriteError). Other
+# errors (permissions, a missing directory) are configuration errors.
+_STORAGE_ERRNOS = frozenset(getattr(errno, name) for name in ("ENOSPC", "EDQUOT", "EFBIG", "EIO")
+                            if hasattr(errno, name))
+
+
+def write_error(path: str, exc: OSError) -> StreamkitError:
+    """The error for a failed write: OutputWriteError for storage, else ConfigError."""
+    if exc.errno in _STORAGE_ERRNOS:
+        return OutputWriteError(path, exc)
+    return ConfigError(f"cannot write {path!r}: {exc.strerror}")
+
+
+def require_regular_file(path: str) -> None:
+    """Refuse an existing ``path`` that is not a regular file (a pipe, a device).
+
+    Checked with ``stat`` before any open: opening a FIFO blocks, and a
+    device like ``/dev/zero`` reads forever.
+
+    Raises:
+        ConfigError: ``path`` exists and is not a regular file.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path!r}: {exc.strerror}") from exc
+    if not stat.S_ISREG(mode):
+        raise ConfigError(f"{path!r} is not a regular file: the output must be one, since "
+                          "it is read back to resume (write to a file, then copy it)")
+
+
 def encode(record: Mapping[str, Any]) -> bytes:
-    """One JSON line, UTF-8, newline included."""
-    return (json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
+    """One JSON line, UTF-8, newline included; always valid JSON.
+
+    A lone surrogate (which UTF-8 cannot carry) becomes U+FFFD and a NaN or
+    infinite float becomes null, so no record is refused or written invalid.
+    """
+    try:
+        text = json.dumps(record, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        return (text + "\n").encode()
+    except (ValueError, UnicodeEncodeError):
+        text = json.dumps(_sanitized(record), ensure_ascii=False, allow_nan=False,
+                          separators=(",", ":"))
+        return (text + "\n").encode()
+
+
+def _sanitized(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.encode("utf-8", "replace").decode("utf-8") if _has_surrogate(value) \
+            else value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {_sanitized(k): _sanitized(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_sanitized(v) for v in value]
+    return value
+
+
+def _has_surrogate(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 # --- records -------------------------------------------------------------------
@@ -77,10 +165,13 @@ def timing_record(timing: Timing) -> Dict[str, Any]:
     return {k: v for k, v in values.items() if v is not None}
 
 
-def result_record(result: Result, record_id: str) -> Dict[str, Any]:
+def result_record(result: Result, record_id: str,
+                  request_hash: Optional[str] = None) -> Dict[str, Any]:
     """The OUT line for a successful Result (the format is in docs/batch.md)."""
-    record: Dict[str, Any] = {"id": record_id, "model": result.model, "host": result.host,
-                              "response": result.text}
+    record: Dict[str, Any] = {"id": record_id}
+    if request_hash is not None:
+        record["request_hash"] = request_hash
+    record.update(model=result.model, host=result.host, response=result.text)
     if result.thinking:
         record["thinking"] = result.thinking
     if result.tool_calls:
@@ -102,68 +193,6 @@ def error_record(record_id: str, line: int, error: BaseException, *, attempts: i
     if isinstance(error, ResponseError):
         record["status_code"] = error.status_code
     return record
-
-
-# --- resume --------------------------------------------------------------------
-
-
-@dataclass
-class ResumeState:
-    """What an existing OUT holds: its ids, and how much of it is sound."""
-
-    done: Set[str] = field(default_factory=set)
-    good_size: int = 0        # bytes up to the end of the last complete record
-    torn_bytes: int = 0       # bytes after it (a torn last line) to be cut off
-    records: int = 0
-
-
-def scan_output(path: str) -> ResumeState:
-    """Read the ids in an existing OUT (an absent file is empty); find a torn tail.
-
-    A last line without a newline, or a last line that is not a JSON object
-    with an id, is torn. Does not modify the file (see :func:`repair`).
-
-    Raises:
-        ConfigError: a bad line *before* the last one (not a crash artefact:
-            someone edited the file); names the file and line.
-    """
-    state = ResumeState()
-    try:
-        handle = open(path, "rb")  # noqa: SIM115 - closed below
-    except FileNotFoundError:
-        return state
-    except OSError as exc:
-        raise ConfigError(f"cannot read {path!r}: {exc.strerror}") from exc
-    with handle:
-        bad_line: Optional[int] = None
-        for number, raw in enumerate(handle, start=1):
-            if bad_line is not None:
-                raise ConfigError("not a JSON result record; fix or delete this line, then "
-                                  "rerun", path=path, line=bad_line)
-            record_id = _record_id(raw) if raw.endswith(b"\n") else None
-            if record_id is None:
-                bad_line = number
-                state.torn_bytes = len(raw)
-                continue
-            state.done.add(record_id)
-            state.records += 1
-            state.good_size += len(raw)
-    return state
-
-
-def _record_id(raw: bytes) -> Optional[str]:
-    try:
-        value = _json.loads(raw)
-    except _json.DECODE_ERRORS:
-        return None
-    record_id = value.get("id") if isinstance(value, dict) else None
-    return record_id if isinstance(record_id, str) else None
-
-
-def repair(path: str, state: ResumeState) -> None:
-    """Cut a torn last line off ``path`` (no-op when there is none)."""
-    if state.torn_bytes:
-        os.truncate(path, state.good_size)
 
 
 # --- writers -------------------------------------------------------------------
@@ -190,6 +219,7 @@ class RecordWriter:
         self._lock = threading.Lock()
         self._dirty = False
         self._closed = False
+        self._sync_error: Optional[OSError] = None
 
     def write(self, record: Mapping[str, Any]) -> bool:
         """Append one record; False (nothing written) if its id is already in the file."""
@@ -201,30 +231,50 @@ class RecordWriter:
         """Append one record already encoded as a JSON line with this id (as ``write``)."""
         if record_id in self.done:
             return False
-        _write_all(self._fd, line)
+        self._write(line)
         self.done.add(record_id)
         self._dirty = True
         return True
 
     def append(self, record: Mapping[str, Any]) -> None:
         """Append one record whatever its id (for the error file)."""
-        _write_all(self._fd, encode(record))
+        self._write(encode(record))
         self._dirty = True
 
+    def _write(self, data: bytes) -> None:
+        try:
+            _write_all(self._fd, data)
+        except OSError as exc:
+            raise write_error(self.path, exc) from exc
+
     def sync(self) -> None:
-        """fsync if anything was written since the last sync."""
+        """fsync if anything was written since the last sync.
+
+        A failure is kept and raised by :meth:`close` (the Syncer thread
+        has no one to raise it to).
+        """
         with self._lock:
             if self._dirty and not self._closed:
                 self._dirty = False
-                os.fsync(self._fd)
+                try:
+                    os.fsync(self._fd)
+                except OSError as exc:
+                    self._sync_error = self._sync_error or exc
 
     def close(self) -> None:
-        """fsync and close; idempotent."""
+        """fsync and close; idempotent.
+
+        Raises:
+            OutputWriteError: an fsync failed (disk full, I/O error).
+        """
         self.sync()
         with self._lock:
             if not self._closed:
                 self._closed = True
                 os.close(self._fd)
+            error, self._sync_error = self._sync_error, None
+        if error is not None:
+            raise write_error(self.path, error)
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -350,4 +400,6 @@ def _rewrite(path: str, records: Iterable[Mapping[str, Any]]) -> None:
             os.fsync(out.fileno())
         os.replace(tmp, path)
     except OSError as exc:
-        raise ConfigError(f"cannot write {path!r}: {exc.strerror}") from exc
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise write_error(path, exc) from exc

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
-from ..config import Timeouts
+from ..config import Timeouts, redact_url
 from ..errors import ConfigError
 from .arrival import ARRIVALS
 from .metrics import Slo
@@ -135,9 +135,11 @@ class BenchConfig:
                           pool_size=pool_size, seed=self.seed)
 
     def as_dict(self) -> Dict[str, Any]:
-        """The configuration for run.json (prompts summarized, never the API key)."""
+        """The configuration for run.json (prompts summarized, never the API key
+        nor credentials in the host URL)."""
         return {
-            "model": self.model, "host": self.host, "dialect": self.dialect,
+            "model": self.model, "host": None if self.host is None else redact_url(self.host),
+            "dialect": self.dialect,
             "mode": "open" if self.open_loop else "closed",
             "concurrency": list(self.concurrency) if not self.open_loop else None,
             "rates": list(self.rates) or None, "arrival": self.arrival,

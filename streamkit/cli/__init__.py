@@ -1,7 +1,8 @@
 """The ``streamkit`` command: an argparse front end with no business logic.
 
 Only this package parses argv, configures logging or exits the process.
-Exit codes: 0 ok, 1 some prompts failed, 2 usage/config error, 130 interrupted.
+Exit codes: 0 ok, 1 some prompts failed, 2 usage/config error, 3 batch output could not be
+written (disk full; resumable), 130 interrupted.
 
 One module per command family (:mod:`.chat`, :mod:`.server`, :mod:`.batch`,
 :mod:`.bench`, :mod:`.emulate`), each with a ``register(subparsers)`` that

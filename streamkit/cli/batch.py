@@ -25,6 +25,7 @@ from .common import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_USAGE,
+    EXIT_WRITE_FAILED,
     add_max_tokens_argument,
     add_verbose_argument,
     argtype,
@@ -34,6 +35,9 @@ from .common import (
 NO_MODEL = "no model: pass -m MODEL or give each line a model"
 
 BUILTIN_SLOTS = 4  # the emulator's default parallel slots
+# A second SIGINT/SIGTERM this soon after the first is the same stop: `timeout
+# -s INT` or a terminal can deliver one signal twice (to the process and its group).
+REPEAT_SIGNAL_WINDOW_S = 1.0
 
 
 def _add_flag(parser: argparse.ArgumentParser, name: str, flag: Flag) -> None:
@@ -76,7 +80,8 @@ def register(sub: Any) -> None:
         description="Send every prompt of PROMPTS through a pool of workers and append one "
                     "JSON line per answer to OUT (failures go to OUT.errors.jsonl). Rerunning "
                     "the same command resumes: ids already in OUT are skipped, failed ones "
-                    "retried. Exit codes: 0 all ok, 1 some failed, 2 bad input, 130 "
+                    "retried. Exit codes: 0 all ok, 1 some failed, 2 bad input (or OUT in "
+                    "use by another run), 3 OUT could not be written (disk full), 130 "
                     "interrupted.")
     for name, flag in _help_order():
         if flag is None:
@@ -111,10 +116,18 @@ def _run_command(args: argparse.Namespace) -> int:
     if workers is not None:
         values.setdefault("workers", workers)
     asked = BatchConfig(**values)  # as typed: the resume command repeats it
+    from ..batch.output import OutputWriteError
     with _builtin_hosts(asked) as config:
         logging.getLogger("streamkit").info(
             "hosts: %s", ", ".join(str(h) for h in config.hosts or ["$OLLAMA_HOST/default"]))
-        summary = _run(config)
+        try:
+            summary = _run(config)
+        except OutputWriteError as exc:
+            print(f"streamkit batch: error: {exc}; every answer written so far is kept",
+                  file=sys.stderr)
+            print(f"free some space, then resume with: {resume_command(asked)}",
+                  file=sys.stderr)
+            return EXIT_WRITE_FAILED
         if summary.total == 0 and summary.invalid == 0:
             print(f"warning: {asked.inputs} has no prompts: nothing to do", file=sys.stderr)
             return EXIT_OK
@@ -220,17 +233,25 @@ def _run(config: BatchConfig) -> BatchSummary:
 
 
 def _install_stop_handlers(stop: Any) -> Callable[[], None]:
-    """First SIGINT/SIGTERM sets ``stop`` (a clean stop); the second exits at once.
+    """First SIGINT/SIGTERM sets ``stop`` (a clean stop); another one more than
+    REPEAT_SIGNAL_WINDOW_S later exits at once (one within it is the same stop).
 
     Exiting at once is safe for the files: every record is a single write.
     Returns a function restoring the previous handlers.
     """
     import os
     import signal
+    import time
+
+    first: List[float] = []
 
     def handler(signum: int, frame: Any) -> None:
+        now = time.monotonic()
+        if first and now - first[0] < REPEAT_SIGNAL_WINDOW_S:
+            return
         if stop.is_set():
             os._exit(EXIT_INTERRUPTED)
+        first.append(now)
         stop.set()
         # os.write, not print: a signal handler may run in the middle of a print.
         os.write(2, b"\nstopping: cancelling requests in flight "

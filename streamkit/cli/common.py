@@ -26,6 +26,7 @@ if TYPE_CHECKING:  # the client stack (requests) loads only for commands that us
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+EXIT_WRITE_FAILED = 3  # batch: the output could not be written (disk full); resumable
 EXIT_INTERRUPTED = 130
 
 BUILTIN_HOST = "builtin"
