@@ -24,14 +24,16 @@ from typing import (
     Sequence,
     Tuple,
     Union,
+    overload,
 )
 
+from ._dispatch.embed import EmbedCall
 from ._dispatch.fanout import Fanout
 from ._dispatch.pool import Job, Pool
 from ._stream.routing import HostRouter, parse_hosts
 from .config import HostSpec, check_count, dialect_base_url
 from .errors import ConfigError
-from .records import Chunk, Request, Result
+from .records import Chunk, EmbedRequest, EmbedResult, Request, Result
 
 if TYPE_CHECKING:
     from .client import Client
@@ -44,7 +46,8 @@ logger = logging.getLogger("streamkit")
 #: close() waits this long for cancelled workers to exit, then warns and returns.
 JOIN_TIMEOUT_S = 10.0
 
-Event = Tuple[str, Union[Chunk, Result]]
+Event = Tuple[str, Union[Chunk, Result, EmbedResult]]
+AnyRequest = Union[Request, EmbedRequest]
 
 
 def _route_urls(hosts: Sequence[HostSpec], dialect: str) -> List[Tuple[str, int]]:
@@ -141,7 +144,13 @@ class Dispatcher:
 
     # -- submitting -----------------------------------------------------------
 
-    def submit(self, request: Request) -> Stream:
+    @overload
+    def submit(self, request: EmbedRequest) -> EmbedCall: ...
+
+    @overload
+    def submit(self, request: Request) -> Stream: ...
+
+    def submit(self, request: AnyRequest) -> Union[Stream, EmbedCall]:
         """Queue ``request``; its Stream starts when a worker is free. Never blocks.
 
         The Stream works like a ``Client`` stream: iterate it, ``result()``,
@@ -150,32 +159,56 @@ class Dispatcher:
         holds its worker once its chunk queue is full: read streams in the
         order submitted, or use ``map``/``events``.
 
+        An :class:`~streamkit.EmbedRequest` gets an ``EmbedCall`` instead of a
+        Stream: no chunks; ``result(timeout)`` waits for its
+        :class:`~streamkit.EmbedResult` (which carries any error), and
+        ``cancel()`` works as for a Stream. Its hosts are routed the same way.
+
         Raises:
             RuntimeError: the dispatcher is closed.
-            ConfigError: ``request`` is not a ChatRequest or GenerateRequest.
+            ConfigError: ``request`` is not a ChatRequest, GenerateRequest or
+                EmbedRequest.
         """
         stream = self._new_stream(request)
         self._pool.submit(Job(stream))
         return stream
 
-    def _new_stream(self, request: Request) -> Stream:
-        """A Stream for ``request``, routed by this dispatcher; not started."""
+    def _new_stream(self, request: AnyRequest) -> Union[Stream, EmbedCall]:
+        """A Stream (an EmbedCall for an embed request) routed by this dispatcher; not started."""
         self._check_open()
+        if isinstance(request, EmbedRequest):
+            return EmbedCall(self._client, request, self._router)
         return self._client._new_stream(request, route=self._router)
 
     def _check_open(self) -> None:
         if self._pool.closed:
             raise RuntimeError("cannot submit to a closed Dispatcher")
 
-    def _fanout(self, requests: Iterable[Request], forward_chunks: bool) -> Fanout:
+    def _fanout(self, requests: Iterable[AnyRequest], forward_chunks: bool) -> Fanout:
         return Fanout(requests, pool=self._pool, new_stream=self._new_stream,
                       read_ahead=self.max_pending, forward_chunks=forward_chunks)
 
     # -- map / events -----------------------------------------------------------
 
+    @overload
+    def map(self, requests: Iterable[EmbedRequest], *, ordered: bool = False,
+            return_exceptions: bool = False) -> Iterator[EmbedResult]: ...
+
+    @overload
     def map(self, requests: Iterable[Request], *, ordered: bool = False,
-            return_exceptions: bool = False) -> Iterator[Result]:
+            return_exceptions: bool = False) -> Iterator[Result]: ...
+
+    @overload
+    def map(self, requests: Iterable[AnyRequest], *, ordered: bool = False,
+            return_exceptions: bool = False) -> Iterator[Union[Result, EmbedResult]]: ...
+
+    def map(self, requests: Iterable[AnyRequest], *, ordered: bool = False,
+            return_exceptions: bool = False) -> Iterator[Any]:
         """Run every request; yield one Result each (drained internally; no chunks).
+
+        An :class:`~streamkit.EmbedRequest` yields an
+        :class:`~streamkit.EmbedResult` (chat/generate and embed requests may
+        be mixed; each yields its own kind).
 
         Input is read lazily: at most ``workers + max_pending`` requests are
         submitted and not yet yielded. A request without an ``id`` gets its
@@ -206,10 +239,10 @@ class Dispatcher:
         self._check_open()
         return self._map(requests, ordered, return_exceptions)
 
-    def _map(self, requests: Iterable[Request], ordered: bool,
-             return_exceptions: bool) -> Iterator[Result]:
+    def _map(self, requests: Iterable[AnyRequest], ordered: bool,
+             return_exceptions: bool) -> Iterator[Any]:
         fanout = self._fanout(requests, forward_chunks=False)
-        buffered: Dict[int, Result] = {}
+        buffered: Dict[int, Any] = {}
         head = 0
         try:
             while True:
@@ -234,14 +267,16 @@ class Dispatcher:
         finally:
             fanout.cancel()
 
-    def events(self, requests: Iterable[Request]) -> Iterator[Event]:
+    def events(self, requests: Iterable[AnyRequest]) -> Iterator[Event]:
         """Run every request; yield ``(request_id, Chunk)`` as chunks arrive from any
         stream, then ``(request_id, Result)`` once each stream ends.
 
         One merged channel for a fan-in consumer. Input is read lazily as in
         :meth:`map` (ids assigned the same way). Failed requests are not
         raised: their Result has ``.error`` set. The channel is bounded: a
-        slow consumer slows the streams (backpressure).
+        slow consumer slows the streams (backpressure). An
+        :class:`~streamkit.EmbedRequest` has no chunks: it yields only
+        ``(request_id, EmbedResult)`` once its reply is in.
 
         Raises (from the iterator): RuntimeError (closed while input
         remained), KeyboardInterrupt (after cancelling every stream), errors
@@ -250,7 +285,7 @@ class Dispatcher:
         self._check_open()
         return self._events(requests)
 
-    def _events(self, requests: Iterable[Request]) -> Iterator[Event]:
+    def _events(self, requests: Iterable[AnyRequest]) -> Iterator[Event]:
         fanout = self._fanout(requests, forward_chunks=True)
         try:
             while True:
@@ -261,7 +296,7 @@ class Dispatcher:
                 if is_chunk:
                     yield item
                     continue
-                result: Result = item[1]
+                result: Union[Result, EmbedResult] = item[1]
                 fanout.outstanding -= 1
                 yield (result.id or str(item[0]), result)
         except KeyboardInterrupt:

@@ -39,6 +39,11 @@ EXAMPLES: Dict[str, Any] = {
     "retry": RetryPolicy(attempts=5),
     "timeouts": Timeouts(total=30.5),
     "progress": False,
+    "embed": True,
+    "embed_batch": 16,
+    "embed_truncate": False,
+    "embed_dimensions": 256,
+    "output_format": "npy",
     "ray_address": "auto",
     "ray_actors": 3,
 }

@@ -20,7 +20,7 @@ from ..records import Chunk, Request, Result
 from .pool import POLL_S, Job, Pool
 
 if TYPE_CHECKING:
-    from ..stream import Stream
+    from .task import Task
 
 #: Chunks buffered in the merged channel of events() before workers wait.
 EVENTS_BUFFER = 1024
@@ -149,7 +149,7 @@ class FanoutJob(Job):
 
     __slots__ = ("fanout", "seq")
 
-    def __init__(self, stream: Stream, fanout: Fanout, seq: int) -> None:
+    def __init__(self, stream: Task, fanout: Fanout, seq: int) -> None:
         super().__init__(stream)
         self.fanout = fanout
         self.seq = seq
@@ -170,7 +170,7 @@ class FanoutJob(Job):
         self.fanout.channel.wake(self)
 
 
-def _final_result(stream: Stream) -> Result:
+def _final_result(stream: Task) -> Any:
     """The stream's Result; it has ended (``_run`` returned), so this does not wait."""
     try:
         return stream.result(timeout=0)
@@ -187,8 +187,8 @@ class Fanout:
     for a request (raising RuntimeError once the dispatcher is closed).
     """
 
-    def __init__(self, requests: Iterable[Request], *, pool: Pool,
-                 new_stream: Callable[[Request], Stream], read_ahead: int,
+    def __init__(self, requests: Iterable[Any], *, pool: Pool,
+                 new_stream: Callable[[Any], Task], read_ahead: int,
                  forward_chunks: bool) -> None:
         self._input = iter(requests)
         self._pool = pool

@@ -17,7 +17,7 @@ import weakref
 from typing import TYPE_CHECKING, Any, Callable, List, Optional, Set
 
 if TYPE_CHECKING:
-    from ..stream import Stream
+    from .task import Task
 
 logger = logging.getLogger("streamkit")
 
@@ -52,7 +52,7 @@ class Job:
 
     __slots__ = ("cancelled", "finished", "stream")
 
-    def __init__(self, stream: Stream) -> None:
+    def __init__(self, stream: Task) -> None:
         self.stream = stream
         self.cancelled = False
         self.finished: Callable[[Job], None] = _nothing  # set by Pool.submit

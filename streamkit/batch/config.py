@@ -29,10 +29,13 @@ from ..records import ResponseCache
 from .input import FORMATS, THINK_LEVELS, detect_format
 from .output import errors_path
 
-__all__ = ["MAX_PROBLEMS", "BatchConfig", "Flag", "command_words", "config_values", "flag_of",
-           "parse_format", "parse_host", "parse_option", "parse_think"]
+__all__ = ["EMBED_BATCH", "MAX_PROBLEMS", "OUTPUT_FORMATS", "BatchConfig", "Flag",
+           "command_words", "config_values", "flag_of", "parse_format", "parse_host",
+           "parse_option", "parse_think"]
 
 MAX_PROBLEMS = 20
+EMBED_BATCH = 64  # inputs per embed request: where benchmarks/embed.py's gain levels off
+OUTPUT_FORMATS = ("jsonl", "npy", "parquet")
 
 
 # --- one option's text form --------------------------------------------------------
@@ -180,6 +183,12 @@ class BatchConfig:
       process still writes the files. Runs through ``streamkit.ray.run_batch``
       (or ``streamkit batch --ray``), which supplies the executor.
     - ``max_problems``: how many bad lines to list (all are counted).
+    - ``embed``: embed each line's text instead of generating; lines go in
+      groups of up to ``embed_batch`` inputs per request. ``embed_truncate``
+      False makes an input over the context length fail (only its own line)
+      instead of being cut; ``embed_dimensions`` asks for shorter vectors.
+      ``output_format`` ``npy`` or ``parquet`` (embed only) also writes the
+      vectors as a matrix at the end of the run (see :mod:`.embed`).
     """
 
     inputs: str = field(metadata=_cli(Flag(
@@ -253,6 +262,22 @@ class BatchConfig:
         ("--ray-actors",), "Ray actors sharing the hosts' slots (default 2)", metavar="N",
         parse=int)))
     max_problems: int = field(default=MAX_PROBLEMS, metadata=_cli(None))  # library only
+    embed: bool = field(default=False, metadata=_cli(Flag(
+        ("--embed",), "embed each line's text (an embedding model: -m) instead of generating",
+        switch=True, const=True)))
+    embed_batch: int = field(default=EMBED_BATCH, metadata=_cli(Flag(
+        ("--embed-batch",), f"with --embed: inputs per request (default {EMBED_BATCH})",
+        metavar="N", parse=int)))
+    embed_truncate: Optional[bool] = field(default=None, metadata=_cli(Flag(
+        ("--no-truncate",), "with --embed: an input over the context length fails instead "
+                            "of being cut", switch=True, const=False)))
+    embed_dimensions: Optional[int] = field(default=None, metadata=_cli(Flag(
+        ("--dimensions",), "with --embed: shorter vectors of N components", metavar="N",
+        parse=int)))
+    output_format: str = field(default="jsonl", metadata=_cli(Flag(
+        ("--output-format",), "with --embed: also write the vectors as OUT.npy (+ ids) or "
+                              "Parquet at the end (default jsonl: OUT only)",
+        choices=OUTPUT_FORMATS)))
 
     def __post_init__(self) -> None:
         for name, default in (("timeouts", Timeouts), ("retry", RetryPolicy)):
@@ -272,6 +297,12 @@ class BatchConfig:
         if self.options is not None and not isinstance(self.options, Mapping):
             raise ConfigError("options must be a dict of Ollama option names")
         detect_format(self.inputs, self.input_format)  # raises for an unknown format
+        check_count("embed_batch", self.embed_batch)
+        if self.embed_dimensions is not None:
+            check_count("embed_dimensions", self.embed_dimensions)
+        if self.output_format not in OUTPUT_FORMATS:
+            raise ConfigError(f"unknown output format {self.output_format!r}; use one of "
+                              f"{', '.join(OUTPUT_FORMATS)}")
 
     @property
     def errors(self) -> str:

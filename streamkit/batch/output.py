@@ -223,10 +223,15 @@ class RecordWriter:
 
     def write(self, record: Mapping[str, Any]) -> bool:
         """Append one record; False (nothing written) if its id is already in the file."""
-        record_id = record["id"]
+        if record["id"] in self.done:
+            return False
+        return self.write_encoded(record["id"], encode(record))
+
+    def write_encoded(self, record_id: str, line: bytes) -> bool:
+        """Append one record already encoded as a JSON line with this id (as ``write``)."""
         if record_id in self.done:
             return False
-        self._write(encode(record))
+        self._write(line)
         self.done.add(record_id)
         self._dirty = True
         return True

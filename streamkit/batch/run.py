@@ -209,9 +209,15 @@ def run_batch(inputs: str, output: str, *, config: Optional[BatchConfig] = None,
                 _say(report, f"skipped: {problem}")
             if scan.problem_count > len(scan.problems):
                 _say(report, f"skipped: ... and {scan.problem_count - len(scan.problems)} more")
+            stop = stop or threading.Event()
+            if config.embed or config.output_format != "jsonl":  # see batch/embed.py
+                from .embed import run_embed_batch
+                return run_embed_batch(config, scan, path, lambda journal: _Run(
+                    journal, path, display, scan, report=report, progress=show,
+                    executor=executor).execute(None, stop, client))
             run = _Run(config, path, display, scan, report=report, progress=show,
                        executor=executor)
-            return run.execute(config.cache, stop or threading.Event(), client)
+            return run.execute(config.cache, stop, client)
         finally:
             scan.close()
 
@@ -358,6 +364,9 @@ class _Run:
         watcher.start()
         last_refresh = 0.0
         try:
+            if self.config.embed:  # lines grouped into embed requests: see batch/embed.py
+                from .embed import EmbedGroups
+                return EmbedGroups(self, writer, errors, bar, PROGRESS_REFRESH_S).run(dispatcher)
             results = dispatcher.map(self._requests(writer.done), ordered=self.config.ordered,
                                      return_exceptions=True)
             for result in results:

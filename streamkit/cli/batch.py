@@ -16,6 +16,9 @@ from ..batch.config import Flag, command_words, config_values, flag_of
 from ..config import HostSpec
 from ..errors import ConfigError
 from .common import (
+    BUILTIN_EMBED_MODEL,
+    BUILTIN_EMBED_REQUEST_S,
+    BUILTIN_EMBED_TOKEN_S,
     BUILTIN_HOST,
     BUILTIN_MODEL,
     BUILTIN_TOKENS_PER_SECOND,
@@ -148,7 +151,11 @@ def _check(args: argparse.Namespace) -> int:
     from ..batch import check_prompts
 
     output = args.output
-    model = args.model or (BUILTIN_MODEL if _uses_builtin(args.hosts) else None)
+    if output is not None and args.output_format not in (None, "jsonl"):
+        from ..batch.embed import journal_path  # a matrix output: its journal says what is done
+        output = journal_path(BatchConfig(args.inputs, output, output_format=args.output_format))
+    builtin = BUILTIN_EMBED_MODEL if args.embed else BUILTIN_MODEL
+    model = args.model or (builtin if _uses_builtin(args.hosts) else None)
     report = check_prompts(args.inputs, output, model=model, input_format=args.input_format,
                            prompt_column=args.prompt_column or "prompt",
                            id_column=args.id_column or "id")
@@ -199,10 +206,13 @@ def _builtin_hosts(config: BatchConfig) -> Iterator[BatchConfig]:
     from ..emulator import Emulator, EmulatorConfig
     assert config.hosts is not None
     slots = _builtin_slots(config.hosts)
-    emulated = EmulatorConfig(tokens_per_second=BUILTIN_TOKENS_PER_SECOND, parallel=slots)
+    emulated = EmulatorConfig(tokens_per_second=BUILTIN_TOKENS_PER_SECOND, parallel=slots,
+                              embed_request_cost=BUILTIN_EMBED_REQUEST_S,
+                              embed_token_cost=BUILTIN_EMBED_TOKEN_S)
+    model = config.model or (BUILTIN_EMBED_MODEL if config.embed else BUILTIN_MODEL)
     with Emulator(emulated) as emulator:
         hosts = [(emulator.url, slots) if _is_builtin(h) else h for h in config.hosts]
-        yield replace(config, hosts=hosts, model=config.model or BUILTIN_MODEL)
+        yield replace(config, hosts=hosts, model=model)
 
 
 def _run(config: BatchConfig) -> BatchSummary:

@@ -125,6 +125,12 @@ def register(sub: Any) -> None:
                      help="skip measuring the client's floor against the built-in emulator")
     out.add_argument("--no-load", action="store_true", help="do not preload the model")
     out.add_argument("-q", "--quiet", action="store_true", help="no progress notes on stderr")
+    embed = p.add_argument_group("embeddings (see streamkit/cli/bench_embed.py)")
+    embed.add_argument("--embed", action="store_true",
+                       help="measure embedding: inputs/s and request latency, next to the "
+                            "official ollama client")
+    embed.add_argument("--embed-batch", type=int, default=64, metavar="N",
+                       help="with --embed: inputs per request (default 64)")
     nested = p.add_subparsers(dest="bench_command", title="sub-commands", metavar="")
     cmp = nested.add_parser("compare", prog="streamkit bench compare",
                             help="put the results of earlier runs side by side (no benchmark)",
@@ -243,4 +249,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     successful request, 2 on bad arguments, 130 on Ctrl-C."""
     if args.bench_command == "compare":
         return _bench_compare(args)
+    if args.embed:
+        from .bench_embed import bench_embed
+        return bench_embed(args)
     return _bench_run(args)

@@ -32,6 +32,11 @@ EXIT_INTERRUPTED = 130
 BUILTIN_HOST = "builtin"
 BUILTIN_MODEL = "demo"  # the emulator's default model: -m may be left out with builtin
 BUILTIN_TOKENS_PER_SECOND = 40.0  # paced, so the built-in demo looks like a real stream
+BUILTIN_EMBED_MODEL = "demo-embed"  # the emulator's embedding model (batch --embed, bench --embed)
+# What one embed request costs the built-in emulator: a fixed part per request and a part
+# per input token, the shape of a small embedding model on a CPU, so grouping shows its gain.
+BUILTIN_EMBED_REQUEST_S = 0.002
+BUILTIN_EMBED_TOKEN_S = 20e-6
 _START_OLLAMA_HINT = ("is Ollama running? Start it with `ollama serve` "
                       "(https://ollama.com/download), set --host or OLLAMA_HOST, "
                       "or try --host builtin")
