@@ -51,6 +51,7 @@ from .records import (
 )
 
 if TYPE_CHECKING:
+    from ._http import CancelToken
     from .batch import run_batch
     from .batch.cache import SQLiteCache
     from .client import Client
@@ -58,12 +59,11 @@ if TYPE_CHECKING:
     from .dispatch import Dispatcher
     from .emulator import Emulator, EmulatorConfig, Fault
     from .stream import Stream
-    from .transport import CancelToken
 
 logging.getLogger("streamkit").addHandler(logging.NullHandler())
 
 _LAZY = {
-    "CancelToken": "transport",
+    "CancelToken": "_http",
     "Client": "client",
     "Conversation": "conversation",
     "Dispatcher": "dispatch",

@@ -22,7 +22,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any, List, Mapping, Optional, Tuple, Union
 
-from ._http import refuse_encoding
+from ._http import CancelToken, Response, Transport, forget_frames, refuse_encoding
 from .config import RetryPolicy, Timeouts
 from .errors import (
     Cancelled,
@@ -35,7 +35,6 @@ from .errors import (
 )
 from .records import EmbedRequest, EmbedResult, Timing
 from .retry import Attempts, is_retryable
-from .transport import CancelToken, Response, Transport, _forget_frames
 from .wire import Dialect
 from .wire.embed import EmbedCodec, EmbedReply, embed_error
 
@@ -117,12 +116,12 @@ class _Embed:
         except Exception as exc:
             error = self._classify(exc)
         finally:
-            self.token._detach_all()
+            self.token.detach_all()
         self.timing.done_ns = time.perf_counter_ns()
         return self._result(reply, error, attempts.count)
 
     def _classify(self, exc: Exception) -> BaseException:
-        _forget_frames(exc)
+        forget_frames(exc)
         if self.token.cancelled and not isinstance(exc, Cancelled):
             err: BaseException = Cancelled("the embed request was cancelled")
         elif isinstance(exc, StreamkitError):
@@ -158,7 +157,7 @@ class _Embed:
             return self._exchange(host)
         except BaseException as exc:
             error = self._retag_total(exc)
-            _forget_frames(error)
+            forget_frames(error)
             if error is exc:
                 raise
             raise error from exc

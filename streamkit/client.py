@@ -2,7 +2,7 @@
 
 A :class:`Client` holds what every request to one server shares: the base
 URL, the wire dialect, timeouts, retry policy, headers and the API key, and
-one :class:`~streamkit.transport.Transport` (a connection pool). It validates
+one :class:`~streamkit._http.Transport` (a connection pool). It validates
 arguments, builds a request record, and hands it to a
 :class:`~streamkit.stream.Stream`, which does the I/O on its own worker
 thread. A Client is thread-safe: its settings never change after
@@ -17,6 +17,7 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Union
 
 from . import _args as args
 from . import _json
+from ._http import CancelToken, Transport
 from .config import (
     RetryPolicy,
     Secret,
@@ -44,7 +45,6 @@ from .records import (
     Result,
 )
 from .stream import FixedRoute, Route, Stream
-from .transport import CancelToken, Transport
 from .wire import Dialect, get_dialect
 from .wire.lines import LineFramer
 

@@ -26,6 +26,7 @@ import threading
 import weakref
 from typing import TYPE_CHECKING, Any, Callable, List, Optional, Union
 
+from ._http import Transport
 from ._stream.channel import Cancellable, Sink
 from ._stream.routing import FixedRoute, Route
 from ._stream.worker import Worker
@@ -38,7 +39,6 @@ from .records import (
     ResponseCache,
     Result,
 )
-from .transport import Transport
 from .wire import Dialect
 
 if TYPE_CHECKING:

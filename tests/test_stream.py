@@ -17,6 +17,7 @@ from typing import Any, Dict, Iterator, List, Optional, Type
 import pytest
 from rawserver import RawConn, RawServer
 
+from streamkit._http import Transport
 from streamkit.config import RetryPolicy, Timeouts
 from streamkit.emulator import Emulator, EmulatorConfig, expected
 from streamkit.errors import (
@@ -35,7 +36,6 @@ from streamkit.errors import (
 )
 from streamkit.records import END, ChatRequest, Chunk, GenerateRequest, Request, Result
 from streamkit.stream import FixedRoute, Stream
-from streamkit.transport import Transport
 from streamkit.wire import get_dialect
 
 OLLAMA = get_dialect("ollama")
@@ -664,7 +664,7 @@ _RSS_CLIENT = textwrap.dedent("""
     from streamkit.config import RetryPolicy, Timeouts
     from streamkit.records import GenerateRequest
     from streamkit.stream import FixedRoute, Stream
-    from streamkit.transport import Transport
+    from streamkit._http import Transport
     from streamkit.wire import get_dialect
 
     def hwm_kib():

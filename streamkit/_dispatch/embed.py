@@ -13,9 +13,9 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
+from .._http import CancelToken
 from ..errors import Cancelled
 from ..records import EmbedRequest, EmbedResult
-from ..transport import CancelToken
 
 if TYPE_CHECKING:
     from ..client import Client

@@ -81,9 +81,5 @@ class CancelToken:
         for conn in tuple(self._conns):
             self.detach(conn)
 
-    # temporary: the stream worker still calls the old name; removed when it
-    # calls detach_all().
-    _detach_all = detach_all
-
     def __repr__(self) -> str:
         return f"<CancelToken cancelled={self.cancelled}>"

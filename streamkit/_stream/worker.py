@@ -23,6 +23,7 @@ import logging
 import time
 from typing import List, Optional
 
+from .._http import CancelToken, Response, Transport, forget_frames
 from ..config import RetryPolicy, Timeouts
 from ..errors import (
     Cancelled,
@@ -34,7 +35,6 @@ from ..errors import (
 )
 from ..records import Chunk, Request, ResponseCache, Result, Stats
 from ..retry import Attempts
-from ..transport import CancelToken, Response, Transport, _forget_frames
 from ..wire import Decoder, Dialect
 from .channel import Build, Sink, Stopped, open_channel
 from .deadlines import Deadlines
@@ -105,7 +105,7 @@ class Worker:
             pass
         except BaseException as exc:
             error = self._classify(exc)
-            _forget_frames(error)
+            forget_frames(error)
             if not isinstance(exc, Exception):
                 self._tx.finish(error, self._result)
                 raise
@@ -156,7 +156,7 @@ class Worker:
                     continue
                 if not isinstance(exc, StreamInterrupted) or not self._may_replay(exc):
                     raise
-                _forget_frames(exc)
+                forget_frames(exc)
                 self._release_host(exc)
                 self._close_response()
                 replay = Replay(*self.delivered.snapshot())
@@ -186,7 +186,7 @@ class Worker:
         chunks = self.delivered.timing.chunks
         if not self._tx.rewind():
             return False
-        _forget_frames(exc)
+        forget_frames(exc)
         self._release_host(exc)  # the router cools the host that cut us down
         self._close_response()
         self._restarts += 1
@@ -210,7 +210,7 @@ class Worker:
             return self._open_and_read_first(host)
         except BaseException as exc:
             exc = self._deadlines.retag(exc)
-            _forget_frames(exc)  # the retry log and the Result keep it; not its sockets
+            forget_frames(exc)  # the retry log and the Result keep it; not its sockets
             self._close_response()
             self._release_host(exc, streamed=False)
             raise exc
@@ -340,7 +340,7 @@ class Worker:
             _drain(response)
         self._close_response()
         self._release_host(error)
-        self.token._detach_all()
+        self.token.detach_all()
 
     def _close_response(self) -> None:
         response, self._response = self._response, None
