@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Sequence
 
 import pytest
-from test_batch_crash import _count_lines, _finish, _start, _wait_for
+from batchfiles import finish as _finish
+from test_batch_crash import _count_lines, _start, _wait_for
 
 emulator = pytest.importorskip("streamkit.emulator")
 
