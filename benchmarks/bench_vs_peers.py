@@ -3,7 +3,7 @@
 One paced emulator runs in its own process (300 ms to the first token, then
 50 tok/s, i.e. 20 ms per output token, 128 tokens per answer, a slot for
 every stream so nothing queues inside the server). It records, for every
-generation, when the request was parsed and when each token was written to
+generation, when it first read the request and when it wrote each token to
 the socket: that record is the truth each tool is compared with. For the
 same request count at each concurrency, every tool runs closed loop against
 its OpenAI-compatible ``/v1`` endpoint (streamkit also natively), and the
@@ -57,18 +57,28 @@ METRICS = ("ttft_p50", "ttft_p99", "tpot", "tok_s", "req_s")
 # -- the server and its record -------------------------------------------------------------
 
 def _install_recorder(records: List[Dict[str, Any]]) -> None:
-    """Record, per generation, the parse time and every token write (perf_counter_ns).
+    """Record, per generation, when the server first read its request and when it
+    wrote each token (perf_counter_ns).
 
-    The emulator keeps no per-request log, so this wraps two of its internal
-    functions in the server process only: ``run_stream`` (one call per
-    streamed generation) and ``_lines`` (called right before each write of
-    token chunks). Private names: if they move, this fails loudly at start.
+    The emulator keeps no per-request log, so this wraps three of its internals
+    in the server process only: ``Conn.data_received`` (the first bytes of a
+    request: parsing may wait behind other work on the loop, and that wait is
+    the server's), ``run_stream`` (one call per streamed generation) and
+    ``_lines`` (called right before each write of token chunks). Private
+    names: if they move, this fails loudly at start.
     """
-    from streamkit._emulator import api, engine
+    from streamkit._emulator import api, engine, http
 
     lines_of = engine._lines
     run_stream = engine.run_stream  # what api calls, by the name it imported
+    received = http.Conn.data_received
     live: Dict[int, Dict[str, Any]] = {}
+
+    def data_received(conn: Any, data: bytes) -> None:
+        # clients do not pipeline: bytes after a response began belong to the next request
+        if not getattr(conn, "_truth_rx_ns", 0):
+            conn._truth_rx_ns = time.perf_counter_ns()
+        received(conn, data)
 
     def lines(job: Any, pieces: Any, i: int, end: int, stamp: bool) -> Any:
         now = time.perf_counter_ns()
@@ -83,8 +93,10 @@ def _install_recorder(records: List[Dict[str, Any]]) -> None:
         return lines_of(job, pieces, i, end, stamp)
 
     async def recorded(job: Any) -> str:
-        rec = {"parse_ns": job.request_ns, "first_ns": 0, "last_ns": 0, "tokens": 0,
-               "late_ms": 0.0}
+        rx_ns = getattr(job.conn, "_truth_rx_ns", 0) or job.request_ns
+        job.conn._truth_rx_ns = 0
+        rec = {"read_ns": min(rx_ns, job.request_ns), "first_ns": 0, "last_ns": 0,
+               "tokens": 0, "late_ms": 0.0}
         live[id(job)] = rec
         try:
             outcome = await run_stream(job)
@@ -96,6 +108,7 @@ def _install_recorder(records: List[Dict[str, Any]]) -> None:
 
     engine._lines = lines
     api.run_stream = recorded  # type: ignore[attr-defined]
+    http.Conn.data_received = data_received  # type: ignore[method-assign,assignment]
 
 
 def _serve(config: EmulatorConfig, conn: Any) -> None:
@@ -168,11 +181,11 @@ def _pct(values: Sequence[float], q: float) -> float:
 def truth(records: List[Dict[str, Any]], requests: int) -> Tuple[Figures, float]:
     """The server's figures for the last ``requests`` generations it served (a tool's
     warm-up or probe requests come first), and how late its writes ran (p99, ms)."""
-    recs = sorted(records, key=lambda r: r["parse_ns"])[-requests:]
-    ttft = [(r["first_ns"] - r["parse_ns"]) / 1e6 for r in recs]
+    recs = sorted(records, key=lambda r: r["read_ns"])[-requests:]
+    ttft = [(r["first_ns"] - r["read_ns"]) / 1e6 for r in recs]
     tpot = [(r["last_ns"] - r["first_ns"]) / 1e6 / (r["tokens"] - 1) for r in recs
             if r["tokens"] > 1]
-    span = (max(r["last_ns"] for r in recs) - min(r["parse_ns"] for r in recs)) / 1e9
+    span = (max(r["last_ns"] for r in recs) - min(r["read_ns"] for r in recs)) / 1e9
     tokens = sum(r["tokens"] for r in recs)
     figures = Figures(_pct(ttft, 50), _pct(ttft, 99), _pct(tpot, 50), tokens / span,
                       len(recs) / span, len(recs))
