@@ -376,7 +376,8 @@ def install_peers(root: Path, python: str) -> Dict[str, Path]:
         venv = root / name
         print(f"installing {requirement} into its own venv ...", flush=True)
         subprocess.run([python, "-m", "venv", str(venv)], check=True)
-        subprocess.run([str(venv / "bin" / "pip"), "install", "-q", requirement], check=True)
+        _run([str(venv / "bin" / "pip"), "install", "-q", "--disable-pip-version-check",
+              requirement], root / f"pip-{name}.log")
         venvs[name] = venv
     return venvs
 
