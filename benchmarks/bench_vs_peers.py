@@ -28,12 +28,15 @@ library the peers already depend on) and passes its directory by path, with
 from __future__ import annotations
 
 import argparse
+import asyncio
+import functools
 import json
 import math
 import multiprocessing as mp
 import os
 import resource
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -111,11 +114,27 @@ def _install_recorder(records: List[Dict[str, Any]]) -> None:
     http.Conn.data_received = data_received  # type: ignore[method-assign,assignment]
 
 
+def _listen_like_go() -> None:
+    """Make asyncio servers listen with the system's connection backlog, as Go's
+    net/http (Ollama) does, instead of asyncio's 100. With 256 streams connecting
+    at once, a full accept queue drops packets and the retransmission (200 ms or
+    1 s later) would be counted against every tool."""
+    create_server = asyncio.base_events.BaseEventLoop.create_server
+
+    @functools.wraps(create_server)
+    async def listen(self: Any, *args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("backlog", socket.SOMAXCONN)
+        return await create_server(self, *args, **kwargs)
+
+    asyncio.base_events.BaseEventLoop.create_server = listen  # type: ignore[method-assign]
+
+
 def _serve(config: EmulatorConfig, conn: Any) -> None:
     """Server process: report the port, then answer ``collect`` with the records
     since the last call and the process CPU seconds; ``stop`` ends it."""
     records: List[Dict[str, Any]] = []
     _install_recorder(records)
+    _listen_like_go()
     with Emulator(config) as emulator:
         conn.send(emulator.port)
         while True:
