@@ -1,8 +1,10 @@
-"""The bench primes each client before its clock starts (one one-token request)."""
+"""Before the clock starts: the bench primes each client (one one-token request)
+and a closed loop waits for its (shared) base."""
 
 from __future__ import annotations
 
 import socket
+import time
 
 from streamkit.bench import BenchConfig, run_bench
 from streamkit.bench.target import Sender, SenderArgs
@@ -45,3 +47,19 @@ def test_measured_requests_exclude_the_priming_request() -> None:
     assert all(r.eval_count == 8 for r in point.records)
     # the four measured ones, the pace probe that sizes the shards, the priming request
     assert counters["inference"] == 6
+
+
+def test_closed_loop_starts_no_request_before_its_base() -> None:
+    # shards get a base ~100 ms in the future; a request sent before it would fall
+    # outside the measured window and overstate throughput
+    from streamkit.bench.load import Job, LoadPlan, run_plan
+    from streamkit.bench.metrics import RequestRecord
+
+    def send(job: Job) -> RequestRecord:
+        return RequestRecord(index=job.index, scheduled_ns=job.scheduled_ns,
+                             dispatched_ns=job.dispatched_ns, picked_ns=job.picked_ns)
+
+    base = time.perf_counter_ns() + 150_000_000
+    out = run_plan(send, LoadPlan(concurrency=4, requests=8), base_ns=base)
+    assert len(out.records) == 8
+    assert min(r.scheduled_ns for r in out.records) >= base
