@@ -28,15 +28,12 @@ library the peers already depend on) and passes its directory by path, with
 from __future__ import annotations
 
 import argparse
-import asyncio
-import functools
 import json
 import math
 import multiprocessing as mp
 import os
 import resource
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -46,6 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+from streamkit.bench.target import _listen_with_system_backlog
 from streamkit.emulator import Emulator, EmulatorConfig, expected
 
 PEERS = {"aiperf": "aiperf==0.13.0", "guidellm": "guidellm==0.8.1"}
@@ -114,27 +112,13 @@ def _install_recorder(records: List[Dict[str, Any]]) -> None:
     http.Conn.data_received = data_received  # type: ignore[method-assign,assignment]
 
 
-def _listen_like_go() -> None:
-    """Make asyncio servers listen with the system's connection backlog, as Go's
-    net/http (Ollama) does, instead of asyncio's 100. With 256 streams connecting
-    at once, a full accept queue drops packets and the retransmission (200 ms or
-    1 s later) would be counted against every tool."""
-    create_server = asyncio.base_events.BaseEventLoop.create_server
-
-    @functools.wraps(create_server)
-    async def listen(self: Any, *args: Any, **kwargs: Any) -> Any:
-        kwargs.setdefault("backlog", socket.SOMAXCONN)
-        return await create_server(self, *args, **kwargs)
-
-    asyncio.base_events.BaseEventLoop.create_server = listen  # type: ignore[method-assign]
-
-
 def _serve(config: EmulatorConfig, conn: Any) -> None:
     """Server process: report the port, then answer ``collect`` with the records
     since the last call and the process CPU seconds; ``stop`` ends it."""
     records: List[Dict[str, Any]] = []
     _install_recorder(records)
-    _listen_like_go()
+    # as Ollama (Go) does; asyncio's 100 overflows when 256 streams connect at once
+    _listen_with_system_backlog()
     with Emulator(config) as emulator:
         conn.send(emulator.port)
         while True:

@@ -3,8 +3,12 @@ and a closed loop waits for its (shared) base."""
 
 from __future__ import annotations
 
+import shutil
 import socket
+import subprocess
 import time
+
+import pytest
 
 from streamkit.bench import BenchConfig, run_bench
 from streamkit.bench.target import Sender, SenderArgs
@@ -63,3 +67,16 @@ def test_closed_loop_starts_no_request_before_its_base() -> None:
     out = run_plan(send, LoadPlan(concurrency=4, requests=8), base_ns=base)
     assert len(out.records) == 8
     assert min(r.scheduled_ns for r in out.records) >= base
+
+
+@pytest.mark.skipif(shutil.which("ss") is None, reason="needs ss (iproute2)")
+def test_bench_emulator_child_listens_with_the_system_backlog() -> None:
+    # asyncio's default of 100 overflowed when 256 streams connected at once: 1 s stalls
+    from streamkit.bench.target import emulator_process
+
+    with emulator_process(EmulatorConfig()) as url:
+        port = url.rsplit(":", 1)[1]
+        listing = subprocess.run(["ss", "-ltnH", f"sport = :{port}"], capture_output=True,
+                                 text=True, timeout=30, check=True).stdout.split()
+    assert listing[0] == "LISTEN"
+    assert int(listing[2]) >= min(socket.SOMAXCONN, 1024)  # Send-Q of a listener: its backlog
