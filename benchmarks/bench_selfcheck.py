@@ -76,12 +76,13 @@ def headroom(streams_list: List[int], reps: int) -> None:
 def reproducibility(streams: int, runs: int) -> None:
     emulator = EmulatorConfig(tokens_per_second=50.0, first_token_delay=0.3, parallel=streams,
                               max_queue=100_000, response_tokens=(4096, 4096))
-    print(f"\n{runs} identical runs at {streams} streams, processes chosen automatically:")
+    print(f"\n{runs} identical runs at {streams} streams, default settings (processes "
+          "chosen automatically, calibration on, no warm-up):")
     tput, ttft = [], []
     for _ in range(runs):
         run = run_bench(BenchConfig(model="demo", host="builtin", emulator=emulator,
                                     concurrency=(streams,), requests=2 * streams,
-                                    warmup=streams, num_predict=128, calibrate=False))
+                                    num_predict=128))
         point = run.points[0]
         s = point.summary
         assert point.sharding is not None

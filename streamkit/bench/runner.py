@@ -104,6 +104,7 @@ def _measure(config: BenchConfig, host: str, plan: LoadPlan, warmup: Optional[Lo
     if processes > 1:
         return run_sharded(make_sender, args, plan, processes, warmup=warmup)
     with Sender(args) as sender:
+        sender.prime()
         try:
             warm = run_plan(sender.send, warmup, stop=stop).records if warmup else []
             outcome = run_plan(sender.send, plan, stop=stop)

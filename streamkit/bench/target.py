@@ -21,7 +21,7 @@ import random
 import subprocess
 import sys
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import IO, Any, Dict, Iterator, Mapping, Optional, Tuple, Union
 
 from ..config import RetryPolicy, Timeouts
@@ -44,6 +44,9 @@ EMULATOR_START_TIMEOUT_S = 60.0
 # How long to wait for a stream's final record after its chunks ended; the
 # stream's own timeouts bound the chunks themselves.
 RESULT_TIMEOUT_S = 30.0
+# The request number of the priming request: far from any measured or warm-up one,
+# so its prompt is its own (no prompt cache shared with a measured request).
+PRIME_INDEX = -2_000_000
 _WORDS = ("the", "river", "stone", "light", "quiet", "north", "answer", "paper", "garden",
           "winter", "signal", "orbit", "copper", "window", "market", "letter", "engine",
           "forest", "silver", "harbor", "thread", "candle", "mirror", "valley", "number")
@@ -124,6 +127,27 @@ class Sender:
             return ChatRequest(a.model, messages, options=opts, think=a.think, id=rid)
         return GenerateRequest(a.model, spec.prompt or "", system=spec.system, options=opts,
                                think=a.think, id=rid)
+
+    def prime(self) -> None:
+        """Send one one-token request through this client before any measured one,
+        and discard it. Blocks for one short request; never raises.
+
+        A client's first request pays one-time costs that are the client's, not
+        the server's: reading the proxy environment and preparing the URL,
+        opening a connection, first use of code paths. Measured without this,
+        the first requests of a point (under load, every stream's first one, as
+        they race to do that work together) carry several ms of client time in
+        their TTFT.
+        """
+        request = self.request(PRIME_INDEX)
+        options = dict(request.options or {})
+        options["num_predict"] = 1
+        try:
+            with self.client.stream(replace(request, options=options)) as stream:
+                for _ in stream:
+                    pass
+        except StreamkitError:
+            pass  # a server that fails here fails the measured requests too, and says why
 
     def send(self, job: Job) -> RequestRecord:
         record = RequestRecord(index=job.index, scheduled_ns=job.scheduled_ns,
@@ -212,8 +236,9 @@ def _fill(record: RequestRecord, result: Result) -> None:
 
 
 def make_sender(args: SenderArgs) -> Tuple[SendFn, Any]:
-    """A send function and its close function (the factory a shard process calls)."""
+    """A primed sender's send and close functions (the factory a shard process calls)."""
     sender = Sender(args)
+    sender.prime()
     return sender.send, sender.close
 
 
@@ -226,6 +251,30 @@ _CHILD_CODE = ("import pickle, sys; sys.path[:0] = pickle.load(sys.stdin.buffer)
                "from streamkit.bench.target import _emulator_child; _emulator_child()")
 
 
+def _listen_with_system_backlog() -> None:
+    """In this process, asyncio servers listen with the system's backlog, not 100.
+
+    At 256 streams connecting at once, an accept queue of 100 overflows: the
+    kernel drops the handshake's last packet and the connection completes
+    only on a retransmission 1 s later, an artefact of the emulator that
+    landed in the floor and in the first round of a ``--host builtin`` run.
+    (Go's net/http, hence Ollama, listens with the system's backlog.) Only
+    the emulator child calls this: it runs nothing else.
+    """
+    import asyncio
+    import functools
+    import socket
+
+    create_server = asyncio.base_events.BaseEventLoop.create_server
+
+    @functools.wraps(create_server)
+    async def listen(self: Any, *args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("backlog", socket.SOMAXCONN)
+        return await create_server(self, *args, **kwargs)
+
+    asyncio.base_events.BaseEventLoop.create_server = listen  # type: ignore[method-assign]
+
+
 def _emulator_child() -> None:
     """Entry point of the emulator child process (see _CHILD_CODE)."""
     import pickle
@@ -233,6 +282,7 @@ def _emulator_child() -> None:
 
     from ..emulator import Emulator
 
+    _listen_with_system_backlog()
     config = pickle.load(sys.stdin.buffer)
     with Emulator(config) as emulator:
         sys.stdout.write(f"{emulator.url}\n")
