@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from .check import CheckReport, PromptFileError, check_prompts
 from .config import BatchConfig
-from .run import BatchSummary, run_batch
+from .run import run_batch
+from .summary import BatchSummary
 
 __all__ = ["BatchConfig", "BatchSummary", "CheckReport", "PromptFileError", "check_prompts",
            "run_batch"]
