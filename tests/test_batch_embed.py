@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import threading
+import time
 from pathlib import Path
 from typing import Any, Dict, Iterator, List
 
@@ -131,9 +132,16 @@ def test_a_stopped_run_writes_whole_groups_and_resumes(tmp_path: Path) -> None:
     stop = threading.Event()
     slow = EmulatorConfig(embed_dim=DIM, embed_request_cost=0.2)
     with Emulator(slow) as e:
-        waiter = threading.Thread(
-            target=lambda: e.wait_until(lambda c: c["completed"] >= 1, timeout=10)
-            and stop.set())
+        def stop_after_a_written_group() -> None:
+            # the server's "completed" comes before the client has written the
+            # group: wait for the group's lines in the output instead
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and not stop.wait(0.01):
+                if out.exists() and out.read_bytes().count(b"\n") >= 8:
+                    break
+            stop.set()
+
+        waiter = threading.Thread(target=stop_after_a_written_group)
         waiter.start()
         summary = _run(e, tmp_path / "c.txt", out, stop=stop)
         waiter.join()
