@@ -68,7 +68,12 @@ def test_bench_reports_on_the_real_server(real_server: RealServer, tmp_path: Pat
     out_dir = tmp_path / "bench"
     done = _streamkit(["bench", "-m", real_server.model, "--host", real_server.url,
                        "--dialect", "openai", "--concurrency", "1", "--requests", "5",
-                       "--num-predict", "32", "--out", str(out_dir)], tmp_path)
+                       "--num-predict", "32", "--out", str(out_dir),
+                       # greedy and seeded, as in the batch test: a sampled answer can
+                       # reach end-of-text before 32 tokens (llama-cpp-python keeps the
+                       # sampler's state between requests, so it depends on test order)
+                       *[arg for key, value in GREEDY.items()
+                         for arg in ("-O", f"{key}={value}")]], tmp_path)
     report = done.stdout + done.stderr
     (tmp_path / "bench-report.txt").write_text(report)
     target = os.environ.get("STREAMKIT_REAL_REPORT")
