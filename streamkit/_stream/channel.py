@@ -97,7 +97,9 @@ class ChannelState:
     keeps up, so it is one ``release`` of a lock made once per channel:
     ``bell`` is held while nobody rings it; the consumer sets ``ringing``,
     lets go of ``lock`` and blocks acquiring ``bell``; a producer that finds
-    ``ringing`` set clears it and releases ``bell`` (both under ``lock``).
+    ``ringing`` set clears it and releases ``bell`` (both under ``lock``, so
+    a ring can never be given twice; the woken consumer cannot run before
+    the producer lets go of the GIL, by then it has let go of ``lock`` too).
     Nobody waiting, nothing rung: a send costs no wake-up at all. A second
     thread taking at the same time (not the usual shape) waits on the
     ``items`` Condition instead. ``space`` is notified when chunks are taken,
