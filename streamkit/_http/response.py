@@ -157,10 +157,7 @@ class Response:
                     raise timeout_error(phase)
             try:
                 if sock is not None:
-                    armed = self._armed
-                    if (remaining is None) is not (armed is None) or (
-                            remaining is not None and armed is not None
-                            and abs(remaining - armed) > TIMEOUT_SLACK_S):
+                    if not _armed_for(self._armed, remaining, TIMEOUT_SLACK_S):
                         sock.settimeout(remaining)
                         self._armed = remaining
                     data: bytes = sock.recv(size)
@@ -181,7 +178,8 @@ class Response:
         """One read through the socket file: the bytes buffered with the headers,
         else one ``recv``. A read of at least the file's buffer size leaves that
         buffer empty, so from then on the socket is read directly."""
-        if self._socket is not None:
+        # Never armed early here: a timed-out socket file cannot be read again.
+        if self._socket is not None and not _armed_for(self._armed, remaining, 0.0):
             self._socket.settimeout(remaining)
             self._armed = remaining
         data: bytes = self._fp.read1(size)
@@ -224,3 +222,11 @@ class Response:
         self._released = True
         self._cancel.detach_all()
         release(self._raw, close_delimited=self._left is None and self._dechunker is None)
+
+
+def _armed_for(armed: Optional[float], remaining: Optional[float], early: float) -> bool:
+    """Whether a socket timeout of ``armed`` will do for a read with ``remaining``
+    seconds left: it expires at most TIMEOUT_SLACK_S late and ``early`` early."""
+    if armed is None or remaining is None:
+        return armed is remaining
+    return -early <= armed - remaining <= TIMEOUT_SLACK_S
