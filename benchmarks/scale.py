@@ -411,13 +411,14 @@ def emulator(streams: int, tokens: int) -> Iterator[str]:
             proc.wait()
 
 
-def run_once(client: str, url: str, streams: int, tokens: int) -> Dict[str, Any]:
+def run_once(client: str, url: str, streams: int, tokens: int,
+             timeout: float = RUN_TIMEOUT_S) -> Dict[str, Any]:
     cmd = [sys.executable, os.path.abspath(__file__), "--child", client, "--url", url,
            "--streams", str(streams), "--tokens", str(tokens)]
     try:
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
-        return {"client": client, "streams": streams, "failed": "timed out"}
+        return {"client": client, "streams": streams, "failed": f"timed out ({timeout:.0f} s)"}
     lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
     if out.returncode != 0 or not lines:
         return {"client": client, "streams": streams,
@@ -502,6 +503,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--clients", default=",".join(CLIENTS))
     parser.add_argument("--markdown", action="store_true", help="print the table as Markdown")
+    parser.add_argument("--run-timeout", type=float, default=RUN_TIMEOUT_S,
+                        help="seconds one client run may take before it counts as failed")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
@@ -529,7 +532,7 @@ def main() -> None:
             run_once("raw-socket", url, min(size, 16), args.tokens)  # warm-up
             for _ in range(args.rounds):
                 for client in clients:
-                    row = run_once(client, url, size, args.tokens)
+                    row = run_once(client, url, size, args.tokens, args.run_timeout)
                     runs[client].append(row)
                     note = row.get("failed") or (
                         f"errors {row['errors']} short {row['short']} wall {row['wall']:.2f} "
