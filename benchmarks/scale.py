@@ -532,6 +532,8 @@ def main() -> None:
             run_once("raw-socket", url, min(size, 16), args.tokens)  # warm-up
             for _ in range(args.rounds):
                 for client in clients:
+                    if any("timed out" in r.get("failed", "") for r in runs[client]):
+                        continue  # it would time out again: spend the time on the others
                     row = run_once(client, url, size, args.tokens, args.run_timeout)
                     runs[client].append(row)
                     note = row.get("failed") or (
