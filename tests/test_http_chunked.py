@@ -45,3 +45,25 @@ def test_dechunker_keeps_payload_before_bad_framing() -> None:
     assert not d.finished
     with pytest.raises(ProtocolError):
         d.feed(b"")
+
+
+@pytest.mark.parametrize("reads", [
+    [chunk(b'{"a":1}\n'), chunk(b'{"b":2}\n'), b"0\r\n\r\n"],          # one whole chunk per read
+    [b"8;ext=1\r\n", b'{"a":1}\n\r\n', chunk(b"x"), b"0\r\n\r\n"],      # extension, split chunk
+    [chunk(b"a") + chunk(b"b"), chunk(b"c")[:3], chunk(b"c")[3:] + b"0\r\n\r\n"],
+])
+def test_one_chunk_reads_decode_like_any_other_split(reads: list) -> None:
+    whole = b"".join(reads)
+    one = Dechunker()
+    payload = b"".join(one.feed(r) for r in reads)
+    bytewise = Dechunker()
+    expected = b"".join(bytewise.feed(whole[i:i + 1]) for i in range(len(whole)))
+    assert payload == expected and one.finished and bytewise.finished
+
+
+@pytest.mark.parametrize("bad", [b"zz\r\nabc\r\n", b"3\r\nabcd\r\n", b"-3\r\nabc\r\n"])
+def test_a_bad_one_chunk_read_is_still_a_protocol_error(bad: bytes) -> None:
+    d = Dechunker()
+    with pytest.raises(ProtocolError):
+        d.feed(bad)  # payload before the bad framing comes first, the error next
+        d.feed(b"")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import socket
 import threading
-from typing import Iterator
+import time
+from typing import Callable, Iterator
 
 import pytest
 from httphelpers import WAIT, open_, read_all
@@ -15,6 +17,9 @@ from streamkit.errors import (
     StreamInterrupted,
     StreamTimeout,
 )
+
+HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\n" \
+       b"Transfer-Encoding: chunked\r\n\r\n"
 
 
 @pytest.fixture
@@ -217,3 +222,82 @@ def test_payload_before_bad_framing_is_returned_first(transport: Transport) -> N
         assert data == b'{"a":1}\n'
         resp.close()
         assert server.disconnects.wait(WAIT)  # a broken connection is not pooled
+
+
+# -- the per-read path: direct socket reads, timeouts armed once -----------------------
+
+
+class CountingSocket:
+    """Stands in for a response's socket: counts settimeout calls; ``early``
+    recv calls time out at once first (a timeout armed a little early)."""
+
+    def __init__(self, sock: object, early: int = 0) -> None:
+        self.sock = sock
+        self.settimeouts = 0
+        self.early = early
+
+    def settimeout(self, value: object) -> None:
+        self.settimeouts += 1
+        self.sock.settimeout(value)  # type: ignore[attr-defined]
+
+    def recv(self, size: int) -> bytes:
+        if self.early:
+            self.early -= 1
+            raise socket.timeout("timed out")
+        return self.sock.recv(size)  # type: ignore[attr-defined, no-any-return]
+
+
+def _paced(count: int, gate: threading.Event) -> Callable[[RawConn], None]:
+    def handler(conn: RawConn) -> None:
+        conn.send(HEAD + chunk(b'{"n":0}\n'))
+        for n in range(1, count):
+            gate.wait(WAIT)
+            gate.clear()
+            conn.send_chunk(b'{"n":%d}\n' % n)
+        conn.end_chunks()
+    return handler
+
+
+def test_an_unchanged_timeout_is_not_set_again_on_every_read(transport: Transport) -> None:
+    gate = threading.Event()
+    with RawServer(_paced(20, gate)) as server:
+        resp = open_(transport, server.url)
+        assert resp.read_some(WAIT) == b'{"n":0}\n'  # the bytes that came with the head
+        assert resp._direct is not None  # from now on the socket is read directly
+        counting = CountingSocket(resp._direct)
+        resp._direct = counting  # type: ignore[assignment]
+        for n in range(1, 20):
+            gate.set()
+            assert resp.read_some(WAIT) == b'{"n":%d}\n' % n
+        assert resp.read_some(WAIT) == b""
+        resp.close()
+    assert counting.settimeouts <= 1  # re-armed at most once, not once per read
+
+
+def test_a_read_armed_a_little_early_waits_out_its_deadline(transport: Transport) -> None:
+    gate = threading.Event()
+    with RawServer(_paced(2, gate)) as server:
+        resp = open_(transport, server.url)
+        assert resp.read_some(WAIT) == b'{"n":0}\n'
+        assert resp._direct is not None
+        resp._direct = CountingSocket(resp._direct, early=1)  # type: ignore[assignment]
+        gate.set()
+        # The socket timed out before the read's deadline: that is no timeout
+        # of the read, which goes on waiting and gets the chunk.
+        assert resp.read_some(WAIT) == b'{"n":1}\n'
+        resp.close()
+
+
+def test_a_stall_after_direct_reads_is_still_a_timeout(transport: Transport) -> None:
+    gate = threading.Event()
+    with RawServer(_paced(3, gate)) as server:
+        resp = open_(transport, server.url)
+        assert resp.read_some(WAIT) == b'{"n":0}\n'
+        gate.set()
+        assert resp.read_some(WAIT) == b'{"n":1}\n'
+        started = time.monotonic()
+        with pytest.raises(StreamTimeout):
+            resp.read_some(0.1)  # the server waits for the gate: nothing comes
+        assert time.monotonic() - started >= 0.1 - 0.002  # not before its deadline
+        resp.close()
+        gate.set()

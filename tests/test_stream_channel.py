@@ -113,6 +113,85 @@ def test_take_wakes_when_a_batch_arrives() -> None:
     assert isinstance(out[0], list) and out[0][0].text == "x"
 
 
+def _wait_until(predicate: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + WAIT
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out waiting for the condition"
+        time.sleep(0.001)
+
+
+def test_a_send_to_a_consumer_that_is_not_waiting_wakes_nobody() -> None:
+    tx, rx, _, _ = channel(capacity=100)
+    tx.claim(None)
+    for i in range(50):
+        tx.send(chunks(str(i), start=i))
+    assert [rx.take(0) is not None for _ in range(50)] == [True] * 50
+    assert rx.wakes == 0
+
+
+def test_a_waiting_consumer_is_woken_once_per_send() -> None:
+    tx, rx, _, _ = channel(capacity=100)
+    tx.claim(None)
+    state = rx._state
+    got: List[str] = []
+
+    def consume() -> None:
+        for _ in range(20):
+            batch = rx.take(WAIT)
+            assert isinstance(batch, list)
+            got.extend(c.text for c in batch)
+
+    thread, out = in_thread(consume)
+    for i in range(20):
+        _wait_until(lambda: state.ringing)  # the consumer waits on the bell
+        tx.send(chunks(str(i), start=i))
+    thread.join(WAIT)
+    assert out == [None] and got == [str(i) for i in range(20)]
+    assert rx.wakes == 20
+
+
+def test_a_ring_that_races_a_timed_out_wait_is_taken_back() -> None:
+    # The producer rings just as the consumer's wait times out: the consumer
+    # must take the ring back, else the bell stays released and every later
+    # wait returns at once (a busy loop instead of a wait).
+    tx, rx, _, _ = channel()
+    tx.claim(None)
+    state = rx._state
+    real = threading.Lock()
+    real.acquire()
+
+    class RacingBell:
+        def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+            if blocking:  # the wait: time out, with a ring arriving meanwhile
+                with state.lock:
+                    state.ringing = False
+                    real.release()
+                return False
+            return real.acquire(False)
+
+        def release(self) -> None:
+            real.release()
+
+    state.bell = RacingBell()  # type: ignore[assignment]
+    assert rx.take(0.01) is None
+    assert real.locked()  # the ring was taken back: the next wait will block
+
+
+def test_a_second_concurrent_taker_is_served_too() -> None:
+    tx, rx, _, _ = channel()
+    tx.claim(None)
+    state = rx._state
+    first, out1 = in_thread(lambda: rx.take(WAIT))
+    _wait_until(lambda: state.ringing)
+    second, out2 = in_thread(lambda: rx.take(WAIT))
+    _wait_until(lambda: state.taking == 1)
+    tx.send(chunks("a"))
+    tx.send(chunks("b", start=1))
+    first.join(WAIT)
+    second.join(WAIT)
+    assert sorted(c.text for out in (out1, out2) for c in out[0]) == ["a", "b"]  # type: ignore
+
+
 def test_a_producer_waits_while_the_channel_holds_capacity_chunks() -> None:
     tx, rx, _, _ = channel(capacity=2)
     tx.claim(None)

@@ -339,3 +339,25 @@ def test_retry_after_http_date_becomes_seconds_from_now() -> None:
 ])
 def test_parse_retry_after(value: Any, expected: Any) -> None:
     assert parse_retry_after(value, now=NOW) == expected
+
+
+@pytest.mark.parametrize("reads", [
+    [b'{"response":"a","done":false}\n', b'{"response":"b","done":true}\n'],
+    [b'{"response":"a","done":false}\r\n', b'{"response":"b","done":true}\r\n'],
+    [b'{"response":"a",', b'"done":false}\n', b'{"response":"b","done":true}\n'],
+    [b'\n', b'{"response":"a","done":false}\n\n', b'{"response":"b","done":true}\n'],
+])
+def test_one_record_reads_decode_like_a_byte_by_byte_feed(reads: List[bytes]) -> None:
+    def texts(feeds: List[bytes]) -> List[Tuple[str, int]]:
+        decoder = OllamaDecoder()
+        return [(c.text, c.index) for data in feeds for c in decoder.feed(data, 0)]
+
+    whole = b"".join(reads)
+    assert texts(reads) == texts([whole[i:i + 1] for i in range(len(whole))])
+    assert texts(reads) == [("a", 0), ("b", 1)]
+
+
+def test_a_one_record_read_longer_than_max_line_is_refused() -> None:
+    line = b'{"response":"' + b"x" * 100 + b'","done":true}\n'
+    with pytest.raises(ProtocolError):
+        OllamaDecoder(max_line=64).feed(line, 0)

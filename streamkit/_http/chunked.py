@@ -46,6 +46,17 @@ class Dechunker:
         (after returning the payload that came before it, if any)."""
         if self.error is not None:
             raise self.error
+        if self._state == self.SIZE and not self._buf:
+            # The usual read of a streaming server: exactly one whole chunk.
+            nl = data.find(b"\r\n")
+            if nl > 0:
+                try:
+                    size = int(data[:nl], 16)
+                except ValueError:
+                    size = -1
+                stop = nl + 2 + size
+                if size > 0 and len(data) == stop + 2 and data.endswith(b"\r\n"):
+                    return data[nl + 2:stop]
         out: List[bytes] = []
         try:
             self._feed(data, out)

@@ -4,10 +4,26 @@
 they arrive. It never asks for a fixed amount (``iter_content(512)`` on a
 body without chunked encoding waits for 512 bytes, delaying the last line),
 and undoes chunked transfer encoding itself (:class:`~.chunked.Dechunker`).
+
+The per-read path is kept to what a stream needs, because with many slow
+streams each read carries one small chunk and its fixed cost is the cost
+of the stream:
+
+- Once the socket file's buffer is empty (after the first read), the
+  response calls the socket's own ``recv``, not the buffered file over
+  ``socket.SocketIO`` over the stamped reader (three Python layers), and
+  stamps the arrival itself, first thing after the call returns.
+- The socket timeout is re-armed only when the time left moves by more
+  than :data:`TIMEOUT_SLACK_S`: ``settimeout`` is a system call that also
+  releases the GIL, which with hundreds of busy threads means waiting up to
+  a switch interval to get it back. A read armed a little early that times
+  out before its deadline is simply retried; a deadline is never passed by
+  more than the slack.
 """
 
 from __future__ import annotations
 
+import socket
 import time
 from typing import List, Mapping, Optional, Tuple
 
@@ -16,13 +32,17 @@ import requests
 from ..errors import Cancelled, StreamInterrupted, StreamkitError
 from .cancel import CancelToken
 from .chunked import Dechunker
-from .connection import release, socket_file
+from .connection import BUFFER_SIZE, release, socket_file
 from .translate import read_error, timeout_error
 
-__all__ = ["READ_SIZE", "Response"]
+__all__ = ["READ_SIZE", "TIMEOUT_SLACK_S", "Response"]
 
 READ_SIZE = 64 * 1024
 """Most bytes one ``read_some`` takes off the socket (bounds memory per read)."""
+
+TIMEOUT_SLACK_S = 0.002
+"""How far the armed socket timeout may be from the time a read has left
+before it is re-armed (see the module docstring)."""
 
 
 class Response:
@@ -51,8 +71,13 @@ class Response:
         self.stamped: bool = self._stamps is not None
         if self._stamps is not None:
             self._stamps.deadline = None  # the head is in; body reads bound themselves
+        # The socket timeout last set (None: blocking), so an unchanged one is
+        # not set again; and the socket once it is read directly (see above).
+        self._armed: Optional[float] = None
+        self._direct: Optional[socket.socket] = None
         if self._socket is not None:
             cancel.attach(self._socket)
+            self._armed = self._socket.gettimeout()
         # When the headers came off the socket, and the bytes of the last read.
         self.head_ns: int = self._stamp()
         self.read_ns: int = self.head_ns
@@ -133,21 +158,45 @@ class Response:
     def _recv(self, deadline: Optional[float], phase: str) -> bytes:
         if self._cancel.cancelled:
             raise Cancelled()
-        remaining = None
-        if deadline is not None:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise timeout_error(phase)
-        try:
-            if self._socket is not None:
-                self._socket.settimeout(remaining)
-            size = READ_SIZE if self._left is None else min(READ_SIZE, self._left)
-            data: bytes = self._fp.read1(size)
-            self.read_ns = self._stamp()
-        except (OSError, ValueError) as exc:  # ValueError: read on a closed file
-            raise read_error(exc, self._cancel, phase) from exc
-        if not data and self._cancel.cancelled:
-            raise Cancelled()  # our own shutdown() reads as EOF
+        sock = self._direct
+        size = READ_SIZE if self._left is None else min(READ_SIZE, self._left)
+        while True:
+            remaining = None
+            if deadline is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise timeout_error(phase)
+            try:
+                if sock is not None:
+                    if not _armed_for(self._armed, remaining, TIMEOUT_SLACK_S):
+                        sock.settimeout(remaining)
+                        self._armed = remaining
+                    data: bytes = sock.recv(size)
+                    self.read_ns = time.perf_counter_ns()
+                else:
+                    data = self._read_file(remaining, size)
+            except socket.timeout as exc:
+                if sock is not None and deadline is not None and time.monotonic() < deadline:
+                    continue  # armed a little early (within the slack): wait out the rest
+                raise read_error(exc, self._cancel, phase) from exc
+            except (OSError, ValueError) as exc:  # ValueError: read on a closed file
+                raise read_error(exc, self._cancel, phase) from exc
+            if not data and self._cancel.cancelled:
+                raise Cancelled()  # our own shutdown() reads as EOF
+            return data
+
+    def _read_file(self, remaining: Optional[float], size: int) -> bytes:
+        """One read through the socket file: the bytes buffered with the headers,
+        else one ``recv``. A read of at least the file's buffer size leaves that
+        buffer empty, so from then on the socket is read directly."""
+        # Never armed early here: a timed-out socket file cannot be read again.
+        if self._socket is not None and not _armed_for(self._armed, remaining, 0.0):
+            self._socket.settimeout(remaining)
+            self._armed = remaining
+        data: bytes = self._fp.read1(size)
+        self.read_ns = self._stamp()
+        if self._stamps is not None and size >= BUFFER_SIZE:
+            self._direct = self._socket
         return data
 
     def _stamp(self) -> int:
@@ -184,3 +233,11 @@ class Response:
         self._released = True
         self._cancel.detach_all()
         release(self._raw, close_delimited=self._left is None and self._dechunker is None)
+
+
+def _armed_for(armed: Optional[float], remaining: Optional[float], early: float) -> bool:
+    """Whether a socket timeout of ``armed`` will do for a read with ``remaining``
+    seconds left: it expires at most TIMEOUT_SLACK_S late and ``early`` early."""
+    if armed is None or remaining is None:
+        return armed is remaining
+    return -early <= armed - remaining <= TIMEOUT_SLACK_S

@@ -37,6 +37,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from collections import deque
 from typing import (
     TYPE_CHECKING,
@@ -107,24 +108,37 @@ class ChannelState:
 
     Lock rules: ``lock`` (shared by the two Conditions) guards every field
     below and the recorder's writes. ``end`` is written once, by
-    :meth:`SendEnd.finish`. ``items`` is notified when a batch or the end
-    arrives (the consumer waits on it); ``space`` when chunks are taken, the
-    bound is lifted or the stream ends (the producer waits on it). The
-    Conditions and the Event are made, under the lock, by the first thread
-    that waits: most streams of a fan-out never wait, and making them is
-    most of the cost of a Stream.
+    :meth:`SendEnd.finish`.
+
+    Waking the consumer is the per-chunk cost of a stream whose consumer
+    keeps up, so it is one ``release`` of a lock made once per channel:
+    ``bell`` is held while nobody rings it; the consumer sets ``ringing``,
+    lets go of ``lock`` and blocks acquiring ``bell``; a producer that finds
+    ``ringing`` set clears it and releases ``bell`` (both under ``lock``, so
+    a ring can never be given twice; the woken consumer cannot run before
+    the producer lets go of the GIL, by then it has let go of ``lock`` too).
+    Nobody waiting, nothing rung: a send costs no wake-up at all. A second
+    thread taking at the same time (not the usual shape) waits on the
+    ``items`` Condition instead. ``space`` is notified when chunks are taken,
+    the bound is lifted or the stream ends (the producer waits on it).
+    The bell, the Conditions and the Event are made, under the lock, by the
+    first thread that waits: most streams of a fan-out never wait, and
+    making them is most of the cost of a Stream.
     """
 
-    __slots__ = ("batches", "callbacks", "canceller", "capacity", "claimed", "discarding",
-                 "end", "ended", "items", "largest_batch", "lock", "peak_queued", "putting",
-                 "queued", "recorder", "seen", "sink", "space", "taking", "unbounded",
-                 "waiters")
+    __slots__ = ("batches", "bell", "callbacks", "canceller", "capacity", "claimed",
+                 "discarding", "end", "ended", "items", "largest_batch", "lock", "peak_queued",
+                 "putting", "queued", "recorder", "ringing", "seen", "sink", "space", "taking",
+                 "unbounded", "waiters", "wakes")
 
     def __init__(self, capacity: int, canceller: Cancellable, recorder: Recorder) -> None:
         self.capacity = capacity
         self.canceller = canceller
         self.recorder = recorder
         self.lock = threading.Lock()
+        self.bell: Optional[threading.Lock] = None
+        self.ringing = False
+        self.wakes = 0  # consumer wake-ups (observability, tests)
         self.items: Optional[threading.Condition] = None
         self.space: Optional[threading.Condition] = None
         self.ended: Optional[threading.Event] = None
@@ -133,8 +147,8 @@ class ChannelState:
         self.peak_queued = 0  # most chunks ever queued (observability, tests)
         self.largest_batch = 0
         self.unbounded = False
-        # Threads waiting on items (the consumer) and on space (the producer):
-        # the per-read notify is skipped when nobody waits.
+        # Threads waiting on items (a second consumer) and on space (the
+        # producer): the per-read notify is skipped when nobody waits.
         self.taking = 0
         self.putting = 0
         self.waiters: List[Waiter] = []
@@ -144,6 +158,22 @@ class ChannelState:
         self.sink: Optional[Sink] = None
         self.discarding = False  # claimed with ``discard``: chunks are dropped
         self.seen = False  # a chunk reached the consumer (taken, or handed to its sink)
+
+    def wake_takers(self, every: bool) -> None:
+        """Wake the consumer waiting on the bell, and one (``every``: all) of the
+        threads waiting on ``items``; nothing when nobody waits (lock held)."""
+        if self.ringing:
+            self.ringing = False
+            self.wakes += 1
+            assert self.bell is not None
+            self.bell.release()
+        if self.taking:
+            assert self.items is not None
+            self.wakes += 1
+            if every:
+                self.items.notify_all()
+            else:
+                self.items.notify()
 
     def take_waiters(self) -> List[Waiter]:
         """The asyncio waiters to wake, removed from the state (lock held)."""
@@ -239,13 +269,13 @@ class SendEnd:
                     s.peak_queued = s.queued
                 if len(chunks) > s.largest_batch:
                     s.largest_batch = len(chunks)
-                if s.taking:
-                    assert s.items is not None
-                    s.items.notify()
+                if s.ringing or s.taking:
+                    s.wake_takers(False)
             else:
                 s.seen = True
-            waiters = s.take_waiters()
-        _wake(waiters)
+            waiters = s.take_waiters() if s.waiters else None
+        if waiters:
+            _wake(waiters)
         if s.sink is not None:
             for c in chunks:
                 s.sink(c)
@@ -260,8 +290,7 @@ class SendEnd:
             end = s.end = build(error)
             if s.ended is not None:
                 s.ended.set()
-            if s.items is not None:
-                s.items.notify_all()
+            s.wake_takers(True)
             if s.space is not None:
                 s.space.notify_all()
             waiters = s.take_waiters()
@@ -311,6 +340,12 @@ class ReceiveEnd:
         return self._state.peak_queued
 
     @property
+    def wakes(self) -> int:
+        """How many times a waiting consumer was woken (a send to a consumer
+        that was not waiting wakes nobody)."""
+        return self._state.wakes
+
+    @property
     def largest_batch(self) -> int:
         """The most chunks one send carried."""
         return self._state.largest_batch
@@ -323,13 +358,16 @@ class ReceiveEnd:
         s = self._state
         with s.lock:
             if not s.batches and s.end is None and timeout != 0:
-                if s.items is None:
-                    s.items = threading.Condition(s.lock)
-                s.taking += 1
-                try:
-                    s.items.wait_for(lambda: s.batches or s.end is not None, timeout)
-                finally:
-                    s.taking -= 1
+                if s.ringing:  # another thread waits on the bell already
+                    if s.items is None:
+                        s.items = threading.Condition(s.lock)
+                    s.taking += 1
+                    try:
+                        s.items.wait_for(lambda: s.batches or s.end is not None, timeout)
+                    finally:
+                        s.taking -= 1
+                else:
+                    _wait_bell(s, timeout)
             if s.batches:
                 batch = s.batches.popleft()
                 s.seen = True
@@ -382,6 +420,33 @@ class ReceiveEnd:
                 s.callbacks.append(fn)
                 return
         _call_back(fn, end)
+
+
+def _wait_bell(s: ChannelState, timeout: Optional[float]) -> None:
+    """Wait (``s.lock`` held on entry and on return) until a batch or the end
+    arrives or ``timeout`` passes, on the bell (see :class:`ChannelState`)."""
+    bell = s.bell
+    if bell is None:
+        bell = s.bell = threading.Lock()
+        bell.acquire()  # held: not rung
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while not s.batches and s.end is None:
+        wait = -1.0
+        if deadline is not None:
+            wait = deadline - time.monotonic()
+            if wait <= 0:
+                return
+        s.ringing = True
+        rung = False
+        s.lock.release()
+        try:
+            rung = bell.acquire(True, wait)
+        finally:
+            s.lock.acquire()
+            if s.ringing:  # nobody rang
+                s.ringing = False
+            elif not rung:  # rung as the wait ended: take the ring back so the bell is held
+                bell.acquire(False)
 
 
 def _call_back(fn: Callable[[Result], None], result: Result) -> None:

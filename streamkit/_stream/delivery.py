@@ -34,8 +34,12 @@ class Delivered:
         """Account for one non-empty batch: text, tool calls, timing stamps.
 
         Comprehensions over the batch rather than one loop with branches per
-        chunk: this runs for every chunk of every stream.
+        chunk: this runs for every chunk of every stream; a batch of one (a
+        paced stream's every read) takes a straight path.
         """
+        if len(chunks) == 1:
+            self._record_one(chunks[0])
+            return
         text = "".join([c.text for c in chunks])
         thinking = "".join([c.thinking for c in chunks])
         if text:
@@ -67,6 +71,26 @@ class Delivered:
         self._tool_calls = []
         self.timing = Timing(started_ns=self.timing.started_ns)
         self.next_index = 0
+
+    def _record_one(self, c: Chunk) -> None:
+        text, thinking, tools = c.text, c.thinking, c.tool_calls
+        if text:
+            self._texts.append(text)
+        if thinking:
+            self._thinking.append(thinking)
+        if tools:
+            self._tool_calls.extend(tools)
+        timing = self.timing
+        if text or thinking or tools:
+            if timing.first_token_ns is None:
+                timing.first_token_ns = c.received_ns
+            if text and timing.first_content_ns is None:
+                timing.first_content_ns = c.received_ns
+            timing.last_token_ns = c.received_ns
+        if c.done:
+            timing.done_ns = c.received_ns
+        timing.chunks += 1
+        self.next_index = c.index + 1
 
     @property
     def text(self) -> str:

@@ -68,6 +68,7 @@ class OllamaDecoder:
 
     def __init__(self, first_index: int = 0, max_line: int = DEFAULT_MAX_LINE) -> None:
         self._framer = LineFramer(max_line)
+        self._max_line = max_line
         self._index = first_index
         self._active = False
         self._loads = _json.loads  # looked up per decoder so a benchmark can swap it
@@ -84,6 +85,12 @@ class OllamaDecoder:
         if self.done:
             self._active = False
             return []
+        if data[-1:] == b"\n" and data.find(b"\n") == len(data) - 1 \
+                and not self._framer.buffered and len(data) <= self._max_line:
+            # The usual read of a streaming server: exactly one whole record.
+            line = data[:-2] if data[-2:-1] == b"\r" else data[:-1]
+            self._active = bool(line)
+            return self._decode([line], received_ns) if line else []
         lines = self._framer.feed(data)
         self._active = bool(lines)
         return self._decode(lines, received_ns) if lines else []
