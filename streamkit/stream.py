@@ -27,7 +27,7 @@ import weakref
 from typing import TYPE_CHECKING, Any, Callable, List, Optional, Union
 
 from ._http import Transport
-from ._stream.channel import Cancellable, Sink
+from ._stream.channel import Cancellable, ReceiveEnd, Sink
 from ._stream.routing import FixedRoute, Route
 from ._stream.worker import Worker
 from .config import RetryPolicy, Timeouts, check_count
@@ -52,9 +52,15 @@ DEFAULT_QUEUE_SIZE = 256
 _serial = itertools.count(1)
 
 
-def _abandon(token: Cancellable) -> None:
-    """Finalizer of an unreferenced Stream: stop its worker (``cancel()`` takes no lock)."""
-    token.cancel()
+def _abandon(token: Cancellable, rx: ReceiveEnd) -> None:
+    """Finalizer of an unreferenced Stream: stop its worker (``cancel()`` takes no lock).
+
+    A stream whose end record is written is left alone: its worker may still
+    be reading the last bytes of the body so the connection can be reused,
+    and cancelling would shut that connection down.
+    """
+    if rx.end is None:
+        token.cancel()
 
 
 class Stream:
@@ -99,7 +105,7 @@ class Stream:
         self._exhausted = False   # the consumer has reached the end record
         self._raised = False      # the stream's error was raised by iteration
         self._started = False
-        weakref.finalize(self, _abandon, self._w.token)
+        weakref.finalize(self, _abandon, self._w.token, self._rx)
 
     # -- identity --------------------------------------------------------------
     @property

@@ -425,6 +425,38 @@ def test_an_abandoned_stream_is_cancelled(transport: Transport) -> None:
         assert emu.wait_until(lambda c: c["disconnects"] >= 1, timeout=WAIT)
 
 
+def test_a_finished_stream_dropped_at_once_keeps_its_connection(transport: Transport) -> None:
+    # The body's last bytes come after the done record; the worker reads them
+    # (so the connection can be reused) after the Result is out. Dropping the
+    # Stream then must not cancel it: that would shut the connection down.
+    tail_sent = threading.Event()
+    release_tail = threading.Event()
+
+    def handler(conn: RawConn) -> None:
+        conn.send_head()
+        conn.send_chunk(b'{"response":"a","done":false}\n')
+        conn.send_chunk(b'{"response":"","done":true,"done_reason":"stop"}\n')
+        release_tail.wait(WAIT)
+        conn.end_chunks()
+        tail_sent.set()
+
+    with RawServer(handler) as server:
+        s = make(server.url, transport)
+        assert s.result(timeout=WAIT).text == "a"
+        worker = worker_thread(s)
+        del s
+        gc.collect()  # the finalizer runs while the worker waits for the tail
+        release_tail.set()
+        assert tail_sent.wait(WAIT)
+        if worker is not None:
+            worker.join(WAIT)
+        release_tail.clear()
+        second = make(server.url, transport)
+        release_tail.set()
+        assert second.result(timeout=WAIT).text == "a"
+        assert server.connections.value == 1
+
+
 # -- backpressure ------------------------------------------------------------------
 
 
