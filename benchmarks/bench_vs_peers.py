@@ -43,7 +43,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from streamkit.bench.target import _listen_with_system_backlog
 from streamkit.emulator import Emulator, EmulatorConfig, expected
 
 PEERS = {"aiperf": "aiperf==0.13.0", "guidellm": "guidellm==0.8.1"}
@@ -117,8 +116,6 @@ def _serve(config: EmulatorConfig, conn: Any) -> None:
     since the last call and the process CPU seconds; ``stop`` ends it."""
     records: List[Dict[str, Any]] = []
     _install_recorder(records)
-    # as Ollama (Go) does; asyncio's 100 overflows when 256 streams connect at once
-    _listen_with_system_backlog()
     with Emulator(config) as emulator:
         conn.send(emulator.port)
         while True:

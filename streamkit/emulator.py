@@ -25,6 +25,11 @@ Behaviour:
 - Concurrency: ``parallel`` slots per model, FIFO beyond them; when
   ``max_queue`` requests already wait, a new one gets 503 ``server busy,
   please try again.  maximum pending requests exceeded``.
+- Connections: it listens with the system's backlog (``socket.SOMAXCONN``,
+  capped by the kernel), as Ollama (Go's net/http) does, so hundreds of
+  clients connecting at once all wait in the accept queue; with asyncio's
+  default of 100 the kernel would drop the surplus handshakes, and those
+  connections would complete only on a retransmission 1 s later.
 - A client that leaves (EOF or reset) is noticed at once, also while
   queued, loading, in the first-token delay or in a stall: generation stops,
   the slot is released and ``disconnects`` counts it.

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import re
+import selectors
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any, Dict, Iterator, List
 
 import ollama
@@ -433,6 +435,66 @@ def test_cli_prints_url_and_exits_130_on_ctrl_c() -> None:
         for stream in (proc.stdout, proc.stderr):
             if stream is not None:
                 stream.close()
+
+
+BURST = 300
+
+
+def _system_backlog_cap() -> int:
+    try:
+        return int(Path("/proc/sys/net/core/somaxconn").read_text())
+    except (OSError, ValueError):
+        return 0
+
+
+@pytest.mark.skipif(_system_backlog_cap() < BURST, reason="needs Linux, somaxconn >= 300")
+def test_a_burst_of_connections_waits_in_the_accept_queue() -> None:
+    # While the server is stopped (it accepts nothing), 300 clients connect at
+    # once: each handshake must complete at once into the accept queue. With
+    # asyncio's default backlog of 100 the kernel drops the SYNs beyond it, and
+    # those connects hang until a retransmission 1 s later (again and again
+    # while the queue stays full).
+    proc = subprocess.Popen([sys.executable, "-m", "streamkit", "emulate", "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    socks: List[socket.socket] = []
+    try:
+        assert proc.stdout is not None
+        target = address(proc.stdout.readline().strip())
+        proc.send_signal(signal.SIGSTOP)
+        with selectors.DefaultSelector() as selector:
+            for _ in range(BURST):
+                sock = socket.socket()
+                socks.append(sock)
+                sock.setblocking(False)
+                sock.connect_ex(target)
+                selector.register(sock, selectors.EVENT_WRITE)
+            connected, deadline = 0, time.monotonic() + 0.5  # a loopback handshake takes µs
+            while connected < BURST and time.monotonic() < deadline:
+                for key, _ in selector.select(max(0.0, deadline - time.monotonic())):
+                    sock = key.fileobj
+                    assert isinstance(sock, socket.socket)
+                    selector.unregister(sock)
+                    assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0
+                    connected += 1
+        assert connected == BURST
+        proc.send_signal(signal.SIGCONT)
+        last = socks[-1]  # queued, not dropped: once running, the server answers it
+        last.settimeout(10)
+        last.sendall(request_bytes(f"http://{target[0]}:{target[1]}", "GET", "/api/version"))
+        assert b'"version"' in read_until(last, 1, b"}")
+    finally:
+        proc.send_signal(signal.SIGCONT)
+        for sock in socks:
+            sock.close()
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=10)
+        finally:
+            proc.kill()
+            proc.wait()
+            for stream in (proc.stdout, proc.stderr):
+                if stream is not None:
+                    stream.close()
 
 
 def test_cli_bad_fault_is_usage_error(capsys: pytest.CaptureFixture[str]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import socket
 import threading
 from typing import Any, Callable, Dict, Optional
 
@@ -107,8 +108,11 @@ class Emulator:
     async def _main(self) -> None:
         loop = asyncio.get_running_loop()
         service = Service(self.config, self._counters, self._plan)
+        # the system's backlog, not asyncio's 100 (why: the module docstring of
+        # streamkit.emulator, "Connections")
         server = await loop.create_server(lambda: Conn(service.open, service.lost),
-                                          self.config.host, self.config.port)
+                                          self.config.host, self.config.port,
+                                          backlog=socket.SOMAXCONN)
         self._port = server.sockets[0].getsockname()[1]
         self._stop_event = asyncio.Event()
         self._ready.set()

@@ -251,30 +251,6 @@ _CHILD_CODE = ("import pickle, sys; sys.path[:0] = pickle.load(sys.stdin.buffer)
                "from streamkit.bench.target import _emulator_child; _emulator_child()")
 
 
-def _listen_with_system_backlog() -> None:
-    """In this process, asyncio servers listen with the system's backlog, not 100.
-
-    At 256 streams connecting at once, an accept queue of 100 overflows: the
-    kernel drops the handshake's last packet and the connection completes
-    only on a retransmission 1 s later, an artefact of the emulator that
-    landed in the floor and in the first round of a ``--host builtin`` run.
-    (Go's net/http, hence Ollama, listens with the system's backlog.) Only
-    the emulator child calls this: it runs nothing else.
-    """
-    import asyncio
-    import functools
-    import socket
-
-    create_server = asyncio.base_events.BaseEventLoop.create_server
-
-    @functools.wraps(create_server)
-    async def listen(self: Any, *args: Any, **kwargs: Any) -> Any:
-        kwargs.setdefault("backlog", socket.SOMAXCONN)
-        return await create_server(self, *args, **kwargs)
-
-    asyncio.base_events.BaseEventLoop.create_server = listen  # type: ignore[method-assign]
-
-
 def _emulator_child() -> None:
     """Entry point of the emulator child process (see _CHILD_CODE)."""
     import pickle
@@ -282,7 +258,6 @@ def _emulator_child() -> None:
 
     from ..emulator import Emulator
 
-    _listen_with_system_backlog()
     config = pickle.load(sys.stdin.buffer)
     with Emulator(config) as emulator:
         sys.stdout.write(f"{emulator.url}\n")
