@@ -367,21 +367,10 @@ def child(client: str, url: str, streams: int, tokens: int) -> None:
 def serve(streams: int, tokens: int) -> None:
     """Run the emulator (in this subprocess) until stdin closes: paced, stamping,
     a slot for every stream, every reply ``tokens`` long (its natural length)."""
-    import asyncio
 
     from streamkit.emulator import Emulator, EmulatorConfig
 
     raise_nofile(4 * streams + 256)
-    # Harness only: asyncio listens with a backlog of 100, so a burst of
-    # 1,000 connects overflows the accept queue and the dropped SYNs are
-    # retried a second later, which would time the kernel, not the clients.
-    create_server = asyncio.BaseEventLoop.create_server
-
-    async def with_backlog(self: Any, *args: Any, **kwargs: Any) -> Any:
-        kwargs["backlog"] = max(kwargs.get("backlog", 100), 4 * streams)
-        return await create_server(self, *args, **kwargs)
-
-    asyncio.BaseEventLoop.create_server = with_backlog  # type: ignore[method-assign]
     config = EmulatorConfig(port=0, stamp=True, tokens_per_second=TOKENS_PER_S,
                             parallel=streams, max_queue=streams,
                             response_tokens=(tokens, tokens))
