@@ -367,7 +367,6 @@ def child(client: str, url: str, streams: int, tokens: int) -> None:
 def serve(streams: int, tokens: int) -> None:
     """Run the emulator (in this subprocess) until stdin closes: paced, stamping,
     a slot for every stream, every reply ``tokens`` long (its natural length)."""
-
     from streamkit.emulator import Emulator, EmulatorConfig
 
     raise_nofile(4 * streams + 256)
