@@ -21,7 +21,7 @@ from streamkit.batch.output import (
     errors_path,
 )
 from streamkit.batch.run import build_request
-from streamkit.errors import ConnectError
+from streamkit.errors import ConnectError, ModelNotFound
 from streamkit.records import ChatRequest, GenerateRequest
 
 
@@ -132,6 +132,18 @@ def test_failures_go_to_the_error_file_and_are_retried(tmp_path: Path, emu: Any)
     assert (again.ok, again.failed, again.skipped) == (0, 1, 1)
     assert emu.counters()["inference"] == before + 1
     assert [e["id"] for e in _lines(errors_path(out))] == ["bad"]
+
+
+def test_a_missing_run_model_stops_before_any_request(tmp_path: Path, emu: Any) -> None:
+    prompts = _write(tmp_path / "p.jsonl", b'{"id": "a", "prompt": "x"}\n'
+                                           b'{"id": "b", "prompt": "y", "model": "demo"}\n')
+    out = tmp_path / "out.jsonl"
+    with pytest.raises(ModelNotFound, match=r"'Demo3' not found: the server has demo:latest"):
+        run_batch(prompts, str(out), model="Demo3", hosts=[emu.url])
+    assert emu.counters()["inference"] == 0 and not out.exists()
+    # The check is as lenient as Ollama's name rules: no tag is :latest; case aside.
+    summary = run_batch(prompts, str(out), model="DEMO:latest", hosts=[emu.url])
+    assert summary.ok + summary.failed == 2
 
 
 def test_skip_invalid_runs_the_good_lines(tmp_path: Path, emu: Any) -> None:

@@ -40,6 +40,88 @@ def test_unknown_model_said_once_with_the_closest_names(
     assert "ollama pull llama3" in line
 
 
+def test_batch_with_an_unknown_model_on_builtin_stops_before_the_first_request(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    prompts = _write(tmp_path / "p.txt", b"".join(b"prompt %d\n" % i for i in range(30)))
+    out = tmp_path / "o.jsonl"
+    assert main(["batch", prompts, "-o", str(out), "-m", "llama3.2",
+                 "--host", "builtin"]) == EXIT_USAGE
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.count("'llama3.2'") == 1
+    assert "the built-in emulator has demo:latest" in line
+    assert "streamkit emulate --model NAME" in line and "ollama pull" not in line
+    assert not out.exists() and not (tmp_path / "o.errors.jsonl").exists()  # nothing run
+
+
+def test_batch_with_an_unknown_model_names_the_closest_ones(
+        many_models: emulator.Emulator, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    prompts = _write(tmp_path / "p.txt", b"a\nb\nc\n")
+    out = tmp_path / "o.jsonl"
+    assert main(["batch", prompts, "-o", str(out), "-m", "llama3",
+                 "--host", many_models.url]) == EXIT_USAGE
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.count("'llama3'") == 1
+    named = line.split(" has ", 1)[1].split(";")[0]
+    assert named.startswith("llama3.2:latest, llama3.1:latest")  # closest first
+    assert named.count(":latest") == 5 and named.endswith("and 2 more")
+    assert "ollama pull llama3" in line
+    assert many_models.counters()["inference"] == 0 and not out.exists()
+
+
+def test_batch_whose_lines_all_name_missing_models_points_to_the_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    prompts = _write(tmp_path / "p.jsonl", b'{"prompt": "a", "model": "qwen3"}\n'
+                                           b'{"prompt": "b", "model": "gemma3"}\n'
+                                           b'{"prompt": "c", "model": "qwen3"}\n')
+    out = tmp_path / "o.jsonl"
+    assert main(["batch", prompts, "-o", str(out), "--host", "builtin"]) == EXIT_USAGE
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.count("'qwen3'") == 1 and "(also not found: 'gemma3')" in line
+    assert 'name one in the "model" field (first asked for on line 1)' in line
+    assert "the built-in emulator has demo:latest" in line and "ollama pull" not in line
+    assert not out.exists()
+
+
+def test_batch_line_failing_on_a_missing_model_says_what_the_server_has(
+        many_models: emulator.Emulator, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    # One line's own model is missing beside a good one: it fails alone, said once.
+    prompts = _write(tmp_path / "p.jsonl", b'{"id": "a", "prompt": "x"}\n'
+                                           b'{"id": "b", "prompt": "y", "model": "gema3"}\n'
+                                           b'{"id": "c", "prompt": "z", "model": "gema3"}\n')
+    out = str(tmp_path / "o.jsonl")
+    assert main(["batch", prompts, "-o", out, "-m", "qwen3", "--host", many_models.url,
+                 "-q"]) == EXIT_FAILED
+    assert [r["id"] for r in _lines(out)] == ["a"]
+    failures = _lines(str(tmp_path / "o.errors.jsonl"))
+    assert sorted(f["id"] for f in failures) == ["b", "c"]
+    for failure in failures:
+        assert failure["type"] == "ModelNotFound"
+        assert failure["message"].count("'gema3'") == 1
+        assert " has gemma3:latest, " in failure["message"]  # the closest first
+        assert 'name one in the "model" field' in failure["message"]  # not -m: a line's
+    err = capsys.readouterr().err
+    assert err.count("model 'gema3' not found") == 1
+
+
+def test_batch_on_builtin_without_a_model_check_still_names_its_models(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # The OpenAI dialect is not checked before the run (llama.cpp answers any
+    # name): each failed line's error says what the emulator serves instead.
+    prompts = _write(tmp_path / "p.txt", b"a\nb\n")
+    out = str(tmp_path / "o.jsonl")
+    assert main(["batch", prompts, "-o", out, "-m", "nosuch", "--dialect", "openai",
+                 "--host", "builtin", "-q"]) == EXIT_FAILED
+    failures = _lines(str(tmp_path / "o.errors.jsonl"))
+    assert len(failures) == 2
+    for failure in failures:
+        assert "the built-in emulator has demo:latest" in failure["message"]
+        assert "ollama pull" not in failure["message"]
+    err = capsys.readouterr().err
+    assert err.count("model 'nosuch' not found") == 1 and "ollama pull" not in err
+
+
 def test_wrong_dialect_404_suggests_the_flag(capsys: pytest.CaptureFixture[str]) -> None:
     def not_ollama(conn: Any) -> None:
         conn.respond(404, b'{"error": {"message": "File Not Found"}}')

@@ -32,7 +32,7 @@ import logging
 import sqlite3
 import threading
 from dataclasses import replace
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 from ..config import HostSpec
 from ..errors import ConfigError
@@ -43,7 +43,6 @@ __all__ = ["DigestKeyedCache", "SQLiteCache", "digest_keyed", "request_key"]
 log = logging.getLogger("streamkit")
 
 BUSY_TIMEOUT_S = 0.2  # how long a store waits for another process's write
-DIGEST_TIMEOUT_S = 10.0  # asking a host for its models' digests
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS responses (
     key TEXT PRIMARY KEY,
@@ -237,33 +236,27 @@ def _with_tag(model: str) -> str:
 
 
 def digest_keyed(cache: Any, hosts: Optional[Sequence[HostSpec]], dialect: str,
-                 client: Any = None) -> Any:
+                 listed: Callable[[Optional[str]], List[Dict[str, Any]]]) -> Any:
     """``cache`` keyed by the models' digests too, asked of every host (``/api/tags``).
 
-    Blocks up to DIGEST_TIMEOUT_S per host; a host that does not answer is
-    logged and left out. The openai dialect publishes no digest: ``cache``
-    is returned as is. Without ``hosts``, asks ``client.host`` (or the
-    default host).
+    ``listed(host)`` gives a host's ``/api/tags`` entries (None: the default
+    host) or raises; it may block (the run's :class:`~.models.ModelCheck`
+    bounds it and asks each host once). A host that does not answer is logged
+    and left out. The openai dialect publishes no digest: ``cache`` is
+    returned as is.
     """
     if dialect != "ollama":
         return cache
-    from ..client import Client
-    from ..config import Timeouts
-    timeouts = Timeouts(connect=DIGEST_TIMEOUT_S, first_token=DIGEST_TIMEOUT_S,
-                        total=DIGEST_TIMEOUT_S)
     urls: List[Optional[str]] = [h if isinstance(h, str) else h[0] for h in hosts or ()]
-    if not urls:
-        urls = [client.host] if client is not None else [None]
     digests: Dict[str, List[str]] = {}
-    for host in urls:
+    for host in urls or [None]:
         try:
-            with Client(host, timeouts=timeouts) as probe:
-                listed = probe.models()
+            entries = listed(host)
         except Exception as exc:
             log.warning("cache: cannot list the models of %s (%s); the cache key uses "
                         "the other hosts' digests", host or "the default host", exc)
             continue
-        for entry in listed:
+        for entry in entries:
             name, digest = entry.get("name") or entry.get("model"), entry.get("digest")
             if isinstance(name, str) and isinstance(digest, str):
                 digests.setdefault(name, []).append(digest)

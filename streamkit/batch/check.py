@@ -42,6 +42,7 @@ class PromptFileError(ConfigError):
 
 
 SPILL_AFTER = 100_000   # ids kept in a dict before the index moves to a file
+MAX_MODELS = 64         # distinct models a scan keeps for the model check; more: unchecked
 _INDEX_CACHE_KIB = 4096  # SQLite's page cache for the on-disk index
 
 
@@ -117,6 +118,15 @@ class Scan:
     problem_count: int = 0
     duplicate_lines: Set[int] = field(default_factory=set)
     ids: IdChecker = field(default_factory=IdChecker)
+    # The models the good lines ask for → the first line asking; None past MAX_MODELS.
+    models: Optional[Dict[str, int]] = field(default_factory=dict)
+
+    def add_model(self, model: Optional[str], line: int) -> None:
+        if self.models is None or model is None or model in self.models:
+            return
+        self.models[model] = line
+        if len(self.models) > MAX_MODELS:
+            self.models = None
 
     def close(self) -> None:
         """Delete the id index's file, if any."""
@@ -137,11 +147,15 @@ def scan_prompts(path: str, fmt: str, *, default_model: Optional[str], display: 
     try:
         for item in read_prompts(path, fmt, default_model=default_model, display=display,
                                  prompt_column=prompt_column, id_column=id_column):
-            problem = item if isinstance(item, Problem) else scan.ids.check(item, display)
-            if problem is None:
-                scan.prompts += 1
-                continue
-            if not isinstance(item, Problem):
+            if isinstance(item, Problem):
+                problem = item
+            else:
+                duplicate = scan.ids.check(item, display)
+                if duplicate is None:
+                    scan.prompts += 1
+                    scan.add_model(item.model or default_model, item.line)
+                    continue
+                problem = duplicate
                 scan.duplicate_lines.add(item.line)
             scan.problem_count += 1
             if len(scan.problems) < max_problems:

@@ -51,6 +51,7 @@ from .config import BatchConfig
 from .executor import ExecutorFactory, open_executor
 from .input import InputFile, Problem, PromptLine, read_prompts
 from .lock import OutputLock
+from .models import ModelCheck
 from .output import (
     ErrorLog,
     RecordWriter,
@@ -103,7 +104,8 @@ def build_request(line: PromptLine, config: BatchConfig) -> Request:
 def run_batch(inputs: str, output: str, *, config: Optional[BatchConfig] = None,
               stop: Optional[threading.Event] = None, report: Optional[Report] = None,
               stdin: Optional[IO[bytes]] = None, client: Any = None,
-              executor: Optional[ExecutorFactory] = None, **options: Any) -> BatchSummary:
+              executor: Optional[ExecutorFactory] = None, builtin: bool = False,
+              **options: Any) -> BatchSummary:
     """Run every prompt of ``inputs`` not yet in ``output``; append the answers.
 
     Args:
@@ -122,12 +124,16 @@ def run_batch(inputs: str, output: str, *, config: Optional[BatchConfig] = None,
             ``map``/``cancel_all``/``close``, run instead of a Dispatcher
             (``streamkit.ray`` passes its Ray executor).
         stdin: the stream read for ``inputs == "-"`` (default: ``sys.stdin``).
+        builtin: the hosts are the command line's built-in emulator: a missing
+            model's message says how to serve more, not ``ollama pull``.
 
     Returns:
         a BatchSummary (``interrupted=True`` when ``stop`` was set).
 
     Raises:
         PromptFileError: bad lines (before any request) unless ``skip_invalid``.
+        ModelNotFound: before any request, a model no host has (see
+            :mod:`streamkit.batch.models`); later ones fail their lines.
         ConfigError: bad options, unreadable input, unwritable output, an
             output whose lines before the last are not result records, an
             output that is not a regular file.
@@ -150,14 +156,15 @@ def run_batch(inputs: str, output: str, *, config: Optional[BatchConfig] = None,
                 _say(report, f"skipped: {problem}")
             if scan.problem_count > len(scan.problems):
                 _say(report, f"skipped: ... and {scan.problem_count - len(scan.problems)} more")
+            models = ModelCheck(config, client, builtin=builtin, report=report)
             stop = stop or threading.Event()
             if config.embed or config.output_format != "jsonl":  # see batch/embed.py
                 from .embed import run_embed_batch
                 return run_embed_batch(config, scan, path, lambda journal: _Run(
                     journal, path, display, scan, report=report, progress=show,
-                    executor=executor).execute(None, stop, client))
+                    executor=executor, models=models).execute(None, stop, client))
             run = _Run(config, path, display, scan, report=report, progress=show,
-                       executor=executor)
+                       executor=executor, models=models)
             return run.execute(config.cache, stop, client)
         finally:
             scan.close()
@@ -172,9 +179,10 @@ class _Run:
     """One batch run: output files, the dispatcher loop, counters. Used once."""
 
     def __init__(self, config: BatchConfig, path: str, display: str, scan: Scan, *,
-                 report: Optional[Report], progress: bool,
-                 executor: Optional[ExecutorFactory] = None) -> None:
+                 report: Optional[Report], progress: bool, executor: Optional[ExecutorFactory],
+                 models: ModelCheck) -> None:
         self.config = config
+        self.models = models
         self.executor = executor
         self.path = path
         self.display = display
@@ -264,6 +272,7 @@ class _Run:
                 client: Any) -> BatchSummary:
         require_regular_file(self.config.output)
         with OutputLock(self.config.output):
+            self.models.check(self.scan.models)  # local checks first, then one ask a host
             return self._execute(cache, stop, client)
 
     def _execute(self, cache: Union[ResponseCache, str, None], stop: threading.Event,
@@ -272,7 +281,7 @@ class _Run:
         try:
             if cache_obj is not None:
                 cache_obj = digest_keyed(cache_obj, self.config.hosts, self.config.dialect,
-                                         client)
+                                         self.models.listed)
             writer, errors, repaired = self._open_output()
             done = writer.done
             skipped = self.scan.ids.count_in(done) if done else 0
@@ -369,7 +378,8 @@ class _Run:
         if isinstance(result.error, Cancelled) and self.stopping.is_set():
             self.cancelled += 1  # not a failure: the next run does it
             return
-        errors.add(error_record(record_id, line, result.error, attempts=result.attempts,
+        error = self.models.explain(result.error, result.host or None)  # names the models
+        errors.add(error_record(record_id, line, error, attempts=result.attempts,
                                 host=result.host or None))
         self.failed += 1
 

@@ -14,7 +14,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 from ..batch import BatchConfig, BatchSummary, PromptFileError
 from ..batch.config import Flag, command_words, config_values, flag_of
 from ..config import HostSpec
-from ..errors import ConfigError
+from ..errors import ConfigError, ModelNotFound
 from .common import (
     BUILTIN_EMBED_MODEL,
     BUILTIN_EMBED_REQUEST_S,
@@ -80,9 +80,9 @@ def register(sub: Any) -> None:
         description="Send every prompt of PROMPTS through a pool of workers and append one "
                     "JSON line per answer to OUT (failures go to OUT.errors.jsonl). Rerunning "
                     "the same command resumes: ids already in OUT are skipped, failed ones "
-                    "retried. Exit codes: 0 all ok, 1 some failed, 2 bad input (or OUT in "
-                    "use by another run), 3 OUT could not be written (disk full), 130 "
-                    "interrupted.")
+                    "retried. Exit codes: 0 all ok, 1 some failed, 2 bad input (a model no "
+                    "host has, or OUT in use by another run), 3 OUT could not be written "
+                    "(disk full), 130 interrupted.")
     for name, flag in _help_order():
         if flag is None:
             p.add_argument("--check", action="store_true",
@@ -121,7 +121,9 @@ def _run_command(args: argparse.Namespace) -> int:
         logging.getLogger("streamkit").info(
             "hosts: %s", ", ".join(str(h) for h in config.hosts or ["$OLLAMA_HOST/default"]))
         try:
-            summary = _run(config)
+            summary = _run(config, builtin=_uses_builtin(asked.hosts))
+        except ModelNotFound as exc:  # checked before the first request: fix and rerun
+            raise ConfigError(str(exc)) from None
         except OutputWriteError as exc:
             print(f"streamkit batch: error: {exc}; every answer written so far is kept",
                   file=sys.stderr)
@@ -215,8 +217,9 @@ def _builtin_hosts(config: BatchConfig) -> Iterator[BatchConfig]:
         yield replace(config, hosts=hosts, model=model)
 
 
-def _run(config: BatchConfig) -> BatchSummary:
-    """Run ``config``; the first Ctrl-C or SIGTERM stops it cleanly."""
+def _run(config: BatchConfig, *, builtin: bool) -> BatchSummary:
+    """Run ``config``; the first Ctrl-C or SIGTERM stops it cleanly. ``builtin``:
+    its hosts are the built-in emulator (a missing model's message says so)."""
     import threading
 
     from ..batch import run_batch
@@ -226,7 +229,7 @@ def _run(config: BatchConfig) -> BatchSummary:
     try:
         summary = run_batch(config.inputs, config.output, config=config, stop=stop,
                             report=lambda message: print(message, file=sys.stderr),
-                            executor=_executor(config))
+                            executor=_executor(config), builtin=builtin)
     finally:
         restore()
     return summary

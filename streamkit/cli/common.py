@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import difflib
 import functools
 import logging
 import re
 import sys
-from typing import TYPE_CHECKING, Any, Callable, Iterator, List, Optional, Tuple, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Tuple, TypeVar
 
+from .._models import explain_missing, model_names
 from ..config import Secret
-from ..errors import Cancelled, ConfigError, ConnectError, ModelNotFound, StreamkitError
+from ..errors import Cancelled, ConfigError, ConnectError, ModelNotFound
 
 if TYPE_CHECKING:  # the client stack (requests) loads only for commands that use it
     from ..client import Client
@@ -41,7 +41,6 @@ _START_OLLAMA_HINT = ("is Ollama running? Start it with `ollama serve` "
                       "(https://ollama.com/download), set --host or OLLAMA_HOST, "
                       "or try --host builtin")
 
-MAX_SUGGESTIONS = 5  # models named when the one asked for is missing
 MAX_TOKENS_HELP = ("at most N output tokens (the num_predict option); llama.cpp with "
                    "--dialect openai needs it: without it chat runs to the full context "
                    "and completions stop after 16 tokens")
@@ -164,35 +163,7 @@ def open_client(args: argparse.Namespace) -> Iterator[Client]:
         try:
             yield client
         except ModelNotFound as exc:
-            raise ModelNotFound(missing_model_message(exc.model, _model_names(client),
-                                                      builtin, str(exc)),
-                                model=exc.model, status_code=exc.status_code,
-                                body=exc.body) from None
-
-
-def _model_names(client: Client) -> Optional[List[str]]:
-    try:
-        return [str(m.get("name") or m.get("id") or m.get("model")) for m in client.models()]
-    except StreamkitError:
-        return None  # the list is a courtesy: keep the original error
-
-
-def missing_model_message(model: str, names: Optional[List[str]], builtin: bool,
-                          original: str) -> str:
-    """One line for a missing model: the up to five closest names the server has
-    (closest first), and what to do; ``original`` when the list is unknown."""
-    if names is None:
-        return original
-    close = difflib.get_close_matches(model, names, n=MAX_SUGGESTIONS, cutoff=0.0)
-    where = "the built-in emulator" if builtin else "the server"
-    if not close:
-        has = f"{where} has no models"
-    else:
-        more = len(names) - len(close)
-        has = f"{where} has {', '.join(close)}" + (f" and {more} more" if more > 0 else "")
-    todo = ("pick one with -m, or serve more with `streamkit emulate --model NAME`"
-            if builtin else f"pick one with -m, or run `ollama pull {model}`")
-    return f"model {model!r} not found: {has}; {todo}"
+            raise explain_missing(exc, model_names(client), builtin) from None
 
 
 def cli_wording(message: str) -> str:
