@@ -5,10 +5,11 @@ pass it as ``Client(cache=...)``, ``Dispatcher(cache=...)`` or
 ``streamkit batch --cache PATH``. A request that was answered before is
 served from the file without contacting the server.
 
-The key is the SHA-256 of the canonical request: its kind (chat or
-generate) and every field that shapes the answer (model, prompt or
-messages, system, options, format, think, tools, raw, images, suffix) as
-JSON with sorted keys. ``id`` and ``keep_alive`` are left out; so are
+The key is the SHA-256 of the canonical request: its kind (chat, generate
+or embed) and every field that shapes the answer (model, prompt or
+messages, system, options, format, think, tools, raw, images, suffix; an
+embed request's input and dimensions) as JSON with sorted keys. ``id``
+and ``keep_alive`` are left out (an embed request's ``truncate`` too); so are
 empty/None fields, so ``options=None`` and ``options={}`` share a key.
 Only successful results are stored. A hit is the stored Result with
 ``cached=True``, the request's id, and fresh (empty) client timing.
@@ -32,11 +33,11 @@ import logging
 import sqlite3
 import threading
 from dataclasses import replace
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
 from ..config import HostSpec
 from ..errors import ConfigError
-from ..records import ChatRequest, Request, Result, Stats
+from ..records import ChatRequest, EmbedRequest, Request, Result, Stats
 
 __all__ = ["DigestKeyedCache", "SQLiteCache", "digest_keyed", "request_key"]
 
@@ -52,17 +53,18 @@ CREATE TABLE IF NOT EXISTS responses (
 )
 """
 _KEY_FIELDS = ("model", "messages", "prompt", "system", "options", "format", "think",
-               "tools", "raw", "images", "suffix")
+               "tools", "raw", "images", "suffix", "input", "dimensions")
 
 
-def _canonical(request: Request) -> Dict[str, Any]:
+def _canonical(request: Union[Request, EmbedRequest]) -> Dict[str, Any]:
     values = {name: getattr(request, name, None) for name in _KEY_FIELDS}
     canonical: Dict[str, Any] = {k: v for k, v in values.items() if v not in (None, {}, [], ())}
-    canonical["kind"] = "chat" if isinstance(request, ChatRequest) else "generate"
+    canonical["kind"] = "chat" if isinstance(request, ChatRequest) else \
+        "embed" if isinstance(request, EmbedRequest) else "generate"
     return canonical
 
 
-def request_key(request: Request) -> str:
+def request_key(request: Union[Request, EmbedRequest]) -> str:
     """The hex SHA-256 of the canonical JSON of ``request`` (see the module docstring)."""
     text = json.dumps(_canonical(request), sort_keys=True, ensure_ascii=False,
                       separators=(",", ":"), default=list)

@@ -8,7 +8,10 @@ group. The Dispatcher runs the groups on its workers and hosts.
 
 Exactly once and resume work as for generation: each line is one record in
 the output, keyed by its id, written with one ``os.write``; a rerun skips
-the ids already there (see :mod:`streamkit.batch.output`).
+the ids already there (see :mod:`streamkit.batch.output`). Each record
+carries the ``request_hash`` of :func:`line_request`, so an id whose text
+(or model, dimensions, options) changed since is embedded again and its old
+line superseded (see :mod:`streamkit.batch.resume`).
 
 A group that fails with an error that may belong to one of its inputs (a
 400 such as an input over the context length with ``--no-truncate``, a 500,
@@ -55,6 +58,7 @@ from ..errors import (
     ServerBusy,
 )
 from ..records import EmbedRequest, EmbedResult
+from .cache import request_key
 from .input import Problem, PromptLine, read_prompts
 from .output import encode, error_record, timing_record
 
@@ -66,7 +70,7 @@ if TYPE_CHECKING:
     from .output import ErrorLog, RecordWriter
 
 __all__ = ["EmbedGroups", "check_embed", "embed_record", "encode_embed", "journal_path",
-           "run_embed_batch", "splittable"]
+           "line_key", "line_request", "run_embed_batch", "splittable"]
 
 #: Statuses that say nothing about the inputs: splitting the group would not help.
 _NOT_INPUT_STATUSES = frozenset({401, 403, 404, 405, 429, 501, 503})
@@ -172,12 +176,41 @@ def splittable(error: BaseException) -> bool:
     return isinstance(error, ProtocolError)
 
 
-def embed_record(result: EmbedResult, record_id: str, vector: List[float],
-                 group: int) -> Dict[str, Any]:
+def line_request(line: PromptLine, config: BatchConfig) -> EmbedRequest:
+    """The embed request for ``line`` alone: the line's fields over the run's defaults.
+
+    Its :func:`~streamkit.batch.cache.request_key` is the line's
+    ``request_hash``: the model, the text, ``dimensions`` and every option
+    (the run's and the line's). All options, not a list of those known to
+    matter: some change the vector (``num_ctx`` moves where a long input is
+    cut) and which ones do is the server's business; a needless re-embed
+    costs time, a stale vector is silently wrong. ``truncate`` is left out
+    on purpose: a vector embedded with ``--no-truncate`` is of an input that
+    fit, the same vector truncation would give, so a rerun without the flag
+    (the documented way to complete the lines it failed) keeps them.
+    ``keep_alive`` and the group size do not change a vector either.
+    """
+    model = line.model or config.model
+    assert model is not None  # validation rejected lines without any model
+    options = {**(config.options or {}), **(line.options or {})} or None
+    return EmbedRequest(model, line.prompt or "", dimensions=config.embed_dimensions,
+                        options=options, id=line.id)
+
+
+def line_key(line: PromptLine, config: BatchConfig) -> Optional[str]:
+    """The ``request_hash`` of ``line``'s record; None for a line that cannot be embedded."""
+    return None if line.prompt is None else request_key(line_request(line, config))
+
+
+def embed_record(result: EmbedResult, record_id: str, vector: List[float], group: int,
+                 request_hash: Optional[str] = None) -> Dict[str, Any]:
     """The OUT record for one embedded line (the format is in docs/batch.md)."""
-    return {"id": record_id, "model": result.model, "host": result.host, "embedding": vector,
-            "group": group, "timing": timing_record(result.timing),
-            "attempts": result.attempts}
+    record: Dict[str, Any] = {"id": record_id}
+    if request_hash is not None:
+        record["request_hash"] = request_hash
+    record.update(model=result.model, host=result.host, embedding=vector, group=group,
+                  timing=timing_record(result.timing), attempts=result.attempts)
+    return record
 
 
 def _floats_stdlib(vector: List[float]) -> bytes:
@@ -270,9 +303,8 @@ class EmbedGroups:
                 self._fail([item], ConfigError('a "messages" line cannot be embedded; give '
                                                'its text as "prompt"'), attempts=0, host=None)
                 continue
-            model = item.model or config.model
-            assert model is not None  # validation rejected lines without any model
-            options = {**(config.options or {}), **(item.options or {})} or None
+            request = line_request(item, config)
+            model, options = request.model, request.options
             if group is not None and (group.model != model or group.options != options
                                       or len(group.lines) >= config.embed_batch):
                 yield group
@@ -311,7 +343,8 @@ class EmbedGroups:
                                   f"{len(group.lines)} inputs")
         if error is None:
             for line, vector in zip(group.lines, result.vectors):
-                record = embed_record(result, line.id, vector, len(group.lines))
+                record = embed_record(result, line.id, vector, len(group.lines),
+                                      line_key(line, self._config))
                 if self._writer.write_encoded(line.id, encode_embed(record)):
                     run.ok += 1
             run.tokens += result.prompt_eval_count or 0

@@ -230,13 +230,17 @@ class _Run:
         if not state.hashes:
             return
         changed: List[str] = []
-        for item in read_prompts(self.path, self.config.format_name,
-                                 default_model=self.config.model, display=self.display):
+        config = self.config
+        for item in read_prompts(self.path, config.format_name, default_model=config.model,
+                                 display=self.display, prompt_column=config.prompt_column,
+                                 id_column=config.id_column):
             if isinstance(item, Problem) or item.line in self.scan.duplicate_lines:
                 continue
             stored = state.hashes.get(item.id)
-            if stored is not None and stored != short_hash(
-                    request_key(build_request(item, self.config))):
+            if stored is None:
+                continue
+            current = self._line_hash(item)
+            if current is None or stored != short_hash(current):
                 changed.append(item.id)
         if not changed:
             return
@@ -247,6 +251,13 @@ class _Run:
             else ""
         _say(self.report, f"{len(changed)} prompt(s) changed since their answer was written "
                           f"({named}{more}): their old answers are dropped and they run again")
+
+    def _line_hash(self, item: PromptLine) -> Optional[str]:
+        """The ``request_hash`` a record of ``item`` would carry now (None: it cannot have one)."""
+        if self.config.embed:  # an embed record's hash: see batch/embed.py
+            from .embed import line_key
+            return line_key(item, self.config)
+        return request_key(build_request(item, self.config))
 
     # -- the input side (runs in the thread iterating Dispatcher.map) ------------
 
