@@ -135,3 +135,21 @@ def test_results_are_never_bounded_by_chunks() -> None:
     for i in range(10):
         channel.put_result(i)  # would deadlock if results counted against the limit
     assert [channel.get(0) for _ in range(11)][-1] == (False, 9)
+
+
+def test_a_waiting_read_goes_in_whole_with_one_wake(counted: type) -> None:
+    # A worker held back by a slow consumer brings every chunk of its next read
+    # at once; they are queued together when a slot frees, with one wake-up,
+    # not one wait and one wake per chunk.
+    channel = Merged(2)
+    channel.put_chunks(["a", "b"], FakeJob())
+    producer = threading.Thread(target=channel.put_chunks,
+                                args=([0, 1, 2, 3, 4], FakeJob()), name="producer-0")
+    producer.start()
+    _wait_queued(channel, 1)
+    assert channel.get(WAIT) == (True, "a")  # frees a slot: the whole read goes in
+    producer.join(WAIT)
+    assert not producer.is_alive()
+    assert counted.wakes == 1  # type: ignore[attr-defined]
+    assert [channel.get(0) for _ in range(6)] == [(True, x) for x in ["b", 0, 1, 2, 3, 4]]
+    assert channel._chunks == 0 and channel.get(0.01) is None

@@ -14,7 +14,14 @@ from typing import Callable, List, Optional, Tuple
 import pytest
 
 from streamkit._stream import channel as channel_module
-from streamkit._stream.channel import ReceiveEnd, SendEnd, Stopped, discard, open_channel
+from streamkit._stream.channel import (
+    BatchSink,
+    ReceiveEnd,
+    SendEnd,
+    Stopped,
+    discard,
+    open_channel,
+)
 from streamkit.errors import Cancelled, StreamError
 from streamkit.records import Chunk, Result
 
@@ -493,3 +500,16 @@ def test_rewind_after_the_end_is_refused() -> None:
     tx.claim(None)
     tx.finish(None, build)
     assert not tx.rewind()
+
+
+def test_a_batch_sink_gets_each_read_in_one_call() -> None:
+    tx, rx, _, _ = channel()
+    reads: List[List[Chunk]] = []
+    assert tx.claim(BatchSink(reads.append))
+    tx.send(chunks("a", "b", "c"))
+    tx.send(chunks("d", start=3))
+    assert [[c.text for c in read] for read in reads] == [["a", "b", "c"], ["d"]]
+    assert rx.queued == 0  # nothing queued: the sink took them
+    plain: List[Chunk] = []
+    BatchSink(plain.extend)(chunks("e")[0])  # called as a plain sink, it passes a list
+    assert [c.text for c in plain] == ["e"]

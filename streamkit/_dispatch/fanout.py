@@ -13,9 +13,9 @@ import dataclasses
 import threading
 from collections import deque
 from threading import Condition
-from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, Iterable, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, Iterable, List, Optional, Tuple
 
-from .._stream.channel import discard
+from .._stream.channel import BatchSink, discard
 from ..records import Chunk, Request, Result
 from .pool import POLL_S, Job, Pool
 
@@ -30,15 +30,15 @@ BACKSTOP_S = 1.0
 
 
 class _Waiting:
-    """A worker waiting for space in a Merged channel, with the chunk it brings:
+    """A worker waiting for space in a Merged channel, with the chunks it brings:
     its own Condition, so a freed slot wakes exactly this worker, in arrival order."""
 
-    __slots__ = ("cond", "granted", "item", "job")
+    __slots__ = ("cond", "granted", "items", "job")
 
-    def __init__(self, lock: threading.Lock, job: Job, item: Any) -> None:
+    def __init__(self, lock: threading.Lock, job: Job, items: List[Any]) -> None:
         self.cond = Condition(lock)
-        self.granted = False  # its chunk was queued in a freed slot
-        self.item = item
+        self.granted = False  # its chunks were queued in a freed slot
+        self.items = items
         self.job = job
 
 
@@ -46,17 +46,21 @@ class Merged:
     """What the workers of one map/events call report, in completion order.
 
     Results are unbounded (a call has at most ``workers + max_pending`` of them
-    outstanding). Chunks (events only) are bounded: a worker with a chunk for a
-    full channel waits, which stops its stream reading the socket
-    (backpressure), until the consumer catches up, the job is cancelled or the
-    channel is closed (then the chunk is dropped: nobody will read it).
+    outstanding). Chunks (events only) are bounded: a worker with the chunks
+    of one read for a full channel waits, which stops its stream reading the
+    socket (backpressure), until the consumer catches up, the job is
+    cancelled or the channel is closed (then the chunks are dropped: nobody
+    will read them). A read's chunks go in together once a slot is free, so
+    the channel holds at most ``chunk_limit`` plus one read's chunks.
 
-    Waking is O(1) per chunk, whatever the number of workers: the consumer
+    Waking is O(1) per read, whatever the number of workers: the consumer
     waits on ``_ready`` and is notified only when it waits; each waiting
     worker waits on its own Condition in a FIFO queue, and a chunk taken
-    queues the chunk of the first of them in the slot it freed, then wakes
-    that worker alone. Chunks of waiting workers thus arrive in the order the
-    workers came, and a worker arriving later queues behind them. Lock rules:
+    that frees a slot queues the chunks of the first of them, then wakes that
+    worker alone. A worker held back reads more at once when it resumes (the
+    socket kept filling), so the slower the consumer, the fewer the wake-ups
+    per chunk. Chunks of waiting workers arrive in the order the workers
+    came, and a worker arriving later queues behind them. Lock rules:
     ``_lock`` guards every field; ``_queue`` holds the workers not yet granted.
     """
 
@@ -71,7 +75,12 @@ class Merged:
         self._queue: Deque[_Waiting] = deque()
 
     def put_chunk(self, item: Any, job: Job) -> None:
-        """Queue a chunk; waits (FIFO) while ``chunk_limit`` chunks are queued.
+        """:meth:`put_chunks` of one chunk."""
+        self.put_chunks([item], job)
+
+    def put_chunks(self, items: List[Any], job: Job) -> None:
+        """Queue the chunks of one read (non-empty) together; waits (FIFO) while
+        ``chunk_limit`` chunks are queued.
 
         Returns without queuing once the channel is closed or ``job`` cancelled.
         """
@@ -79,16 +88,19 @@ class Merged:
             if self._closed or job.cancelled:
                 return
             if self._chunks >= self._limit or self._queue:
-                self._wait_for_slot(job, item)
+                self._wait_for_slot(job, items)
                 return
-            self._chunks += 1
-            self._items.append((True, item))
+            self._admit(items)
             if self._getting:
                 self._ready.notify()
 
-    def _wait_for_slot(self, job: Job, item: Any) -> None:
-        """Queue up until a taken chunk hands this one its slot (lock held)."""
-        me = _Waiting(self._lock, job, item)
+    def _admit(self, items: List[Any]) -> None:
+        self._chunks += len(items)
+        self._items.extend([(True, item) for item in items])
+
+    def _wait_for_slot(self, job: Job, items: List[Any]) -> None:
+        """Queue up until a taken chunk hands these their slot (lock held)."""
+        me = _Waiting(self._lock, job, items)
         self._queue.append(me)
         while not me.granted and not (self._closed or job.cancelled):
             # Woken by a grant, close() or wake(job) (a cancel); the timeout
@@ -98,14 +110,13 @@ class Merged:
             self._queue.remove(me)  # dropped: nobody will read it
 
     def _free_slot(self) -> None:
-        """A chunk was taken (lock held): its slot goes to the first waiting worker."""
-        if self._queue:
+        """A chunk was taken (lock held): a free slot goes to the first waiting worker."""
+        self._chunks -= 1
+        if self._queue and self._chunks < self._limit:
             first = self._queue.popleft()
             first.granted = True
-            self._items.append((True, first.item))
+            self._admit(first.items)
             first.cond.notify()
-        else:
-            self._chunks -= 1
 
     def put_result(self, item: Any) -> None:
         with self._lock:
@@ -231,13 +242,14 @@ class Fanout:
                 self.jobs.pop(item[0], None)
             return is_chunk, item
 
-    def chunk_sink(self, job: FanoutJob) -> Callable[[Chunk], None]:
+    def chunk_sink(self, job: FanoutJob) -> BatchSink:
+        """The sink of ``job``'s stream: each read's chunks go into the channel together."""
         request_id = job.stream.id or str(job.seq)
-        put = self.channel.put_chunk
+        put = self.channel.put_chunks
 
-        def sink(chunk: Chunk) -> None:
-            put((request_id, chunk), job)
-        return sink
+        def put_read(chunks: List[Chunk]) -> None:
+            put([(request_id, chunk) for chunk in chunks], job)
+        return BatchSink(put_read)
 
     def cancel(self) -> None:
         """Cancel every job of this call still running or queued; drop their chunks."""

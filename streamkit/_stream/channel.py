@@ -99,6 +99,19 @@ def discard(chunk: Chunk) -> None:
     """
 
 
+class BatchSink:
+    """A sink that takes the chunks of one read as one list: a call per read,
+    not per chunk (a consumer that hands chunks on in bulk)."""
+
+    __slots__ = ("put",)
+
+    def __init__(self, put: Callable[[List[Chunk]], None]) -> None:
+        self.put = put
+
+    def __call__(self, chunk: Chunk) -> None:
+        self.put([chunk])
+
+
 class Stopped(Exception):
     """The stream ended (cancelled) while the producer was still sending."""
 
@@ -276,9 +289,13 @@ class SendEnd:
             waiters = s.take_waiters() if s.waiters else None
         if waiters:
             _wake(waiters)
-        if s.sink is not None:
-            for c in chunks:
-                s.sink(c)
+        sink = s.sink
+        if sink is not None:
+            if type(sink) is BatchSink:
+                sink.put(chunks)
+            else:
+                for c in chunks:
+                    sink(c)
 
     def finish(self, error: Optional[BaseException], build: Build) -> bool:
         """Write the end record ``build(error)`` unless there is one; True if this
