@@ -9,6 +9,8 @@ in a subprocess of its own, so its CPU time and peak RSS are its alone:
   client       what runs in the subprocess
   ---------    -----------------------------------------------------------
   a-client     plain ``Client.generate`` streams, one consumer thread each
+  a-run        ``Client.run(request, on_chunk)`` on a thread per stream (the
+               stream runs in that thread: no worker thread)
   b-map        ``Dispatcher.map`` (chunks drained inside; no consumer)
   c-events     ``Dispatcher.events``, a consumer that keeps up
   d-slow       ``Dispatcher.events``, a consumer spending 40 us per chunk
@@ -59,7 +61,7 @@ from urllib.parse import urlsplit
 MODEL = "demo"
 TOKENS_PER_S = 50
 SLOW_CONSUMER_S = 40e-6
-CLIENTS = ["a-client", "b-map", "c-events", "d-slow", "aiohttp", "raw-socket", "raw-queue"]
+CLIENTS = ["a-client", "a-run", "b-map", "c-events", "d-slow", "aiohttp", "raw-socket", "raw-queue"]
 RUN_TIMEOUT_S = 600.0
 
 
@@ -105,6 +107,27 @@ def run_client(url: str, streams: int, tokens: int, tally: Tally) -> None:
                     tally.chunk(c.raw.get("_sent_ns"), c.received_ns, now)
                     tally.chunks += 1
             except sk.StreamkitError:
+                tally.errors += 1
+
+        threads = [threading.Thread(target=consume, args=(i,), daemon=True)
+                   for i in range(streams)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+
+
+def run_client_run(url: str, streams: int, tokens: int, tally: Tally) -> None:
+    import streamkit as sk
+
+    with sk.Client(url, pool_size=streams) as client:
+        def consume(i: int) -> None:
+            def on_chunk(c: Any) -> None:
+                tally.chunk(c.raw.get("_sent_ns"), c.received_ns, time.perf_counter_ns())
+                tally.chunks += 1
+
+            request = sk.GenerateRequest(MODEL, f"prompt {i}", options={"num_predict": tokens})
+            if not client.run(request, on_chunk).ok:
                 tally.errors += 1
 
         threads = [threading.Thread(target=consume, args=(i,), daemon=True)
@@ -319,6 +342,7 @@ def _threads(n: int, target: Callable[[int], None]) -> None:
 
 RUNNERS: Dict[str, Callable[[str, int, int, Tally], None]] = {
     "a-client": run_client,
+    "a-run": run_client_run,
     "b-map": run_map,
     "c-events": _events(0.0),
     "d-slow": _events(SLOW_CONSUMER_S),
@@ -464,11 +488,14 @@ def checks(results: Dict[Tuple[int, str], Dict[str, Any]], size: int, tokens: in
 
     out: List[str] = []
     a, floor, aio, d = get("a-client"), get("raw-queue"), get("aiohttp"), get("d-slow")
-    if a and floor:
-        ratio = a["cpu_us_per_chunk"] / floor["cpu_us_per_chunk"]
-        out.append(f"(a) CPU/chunk {ratio:.2f}x the raw reader->queue floor (target <= 1.5x)")
+    for name in ("a-client", "a-run"):
+        s = get(name)
+        if s and floor:
+            ratio = s["cpu_us_per_chunk"] / floor["cpu_us_per_chunk"]
+            out.append(f"({name}) CPU/chunk {ratio:.2f}x the raw reader->queue floor "
+                       "(target <= 1.5x)")
     if aio:
-        for name in ("a-client", "b-map", "c-events"):
+        for name in ("a-client", "a-run", "b-map", "c-events"):
             s = get(name)
             if not s:
                 continue

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Union
 
 from . import _args as args
 from . import _json
@@ -37,6 +37,7 @@ from .errors import (
 )
 from .records import (
     ChatRequest,
+    Chunk,
     EmbedRequest,
     EmbedResult,
     GenerateRequest,
@@ -230,6 +231,15 @@ class Client:
         stream = self._new_stream(request)
         stream._start()
         return stream
+
+    def run(self, request: Request, on_chunk: Callable[[Chunk], None]) -> Result:
+        """Stream ``request`` in the calling thread: each chunk goes to
+        ``on_chunk`` as it arrives; returns the Result (see :meth:`Stream.run`).
+
+        No worker thread: for many streams on threads of your own, e.g.
+        ``client.run(GenerateRequest("llama3.2", p), lambda c: print(c.text))``.
+        """
+        return self._new_stream(request).run(on_chunk)
 
     def _new_stream(self, request: Request, route: Optional[Route] = None) -> Stream:
         """A Stream for ``request``, not started (the Dispatcher runs it on its pool)."""

@@ -77,6 +77,60 @@ def test_generate_text_system_and_options(client: Client) -> None:
     assert result.id == "g1"
 
 
+# -- run: the stream in the calling thread ------------------------------------------
+
+def _streamkit_threads() -> List[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("streamkit-")]
+
+
+def test_run_streams_in_the_calling_thread(client: Client) -> None:
+    seen: List[Any] = []
+    before = _streamkit_threads()
+    request = GenerateRequest("demo", "Tell me a story", options={"num_predict": 12}, id="r1")
+
+    def on_chunk(chunk: Any) -> None:
+        seen.append((threading.current_thread(), chunk.text, _streamkit_threads()))
+
+    result = client.run(request, on_chunk)
+    want = expected("demo", {"prompt": "Tell me a story", "options": {"num_predict": 12}})
+    assert result.ok and result.id == "r1" and result.text == want.text
+    assert "".join(text for _, text, _ in seen) == want.text
+    assert {thread for thread, _, _ in seen} == {threading.current_thread()}
+    assert all(names == before for _, _, names in seen)  # no worker thread
+
+
+def test_run_reports_a_failure_in_the_result(client: Client) -> None:
+    result = client.run(GenerateRequest("nosuchmodel", "hi"), lambda c: None)
+    assert isinstance(result.error, ModelNotFound)
+
+
+def test_run_cancels_the_stream_when_on_chunk_raises() -> None:
+    class Enough(Exception):
+        pass
+
+    taken: List[str] = []
+
+    def on_chunk(chunk: Any) -> None:
+        taken.append(chunk.text)
+        if len(taken) == 2:
+            raise Enough()
+
+    with Emulator(EmulatorConfig(tokens_per_second=200)) as emu, Client(emu.url) as c:
+        with pytest.raises(Enough):
+            c.run(GenerateRequest("demo", "a long story", options={"num_predict": 200}),
+                  on_chunk)
+        assert len(taken) == 2
+        # the connection was closed, so the server stopped generating
+        assert emu.wait_until(lambda n: n["disconnects"] >= 1, timeout=10), emu.counters()
+
+
+def test_run_refuses_a_started_stream(client: Client) -> None:
+    stream = client.generate("demo", "hi")
+    with pytest.raises(RuntimeError, match="already running"):
+        stream.run(lambda c: None)
+    stream.result(timeout=10)
+
+
 def test_stream_accepts_request_records(client: Client) -> None:
     chat = client.stream(ChatRequest("demo", [{"role": "user", "content": "hi"}]))
     gen = client.stream(GenerateRequest("demo", "hi"))
