@@ -164,8 +164,8 @@ class Stream:
 
         For a stream not yet started (``Client.run`` makes one): no worker
         thread and no queue, so it is the cheapest way to stream from threads
-        of your own (half the CPU per chunk of iterating a started stream at
-        a few hundred streams; see benchmarks/README.md). Blocks until the
+        of your own (one thread per stream instead of two; see
+        benchmarks/README.md). Blocks until the
         stream ends, bounded by its timeouts. A failed request does not
         raise: the Result's ``error`` says why. If ``on_chunk`` raises, the
         stream is cancelled (the connection closes, so the server stops) and
