@@ -87,6 +87,11 @@ class Tally:
         self.errors = 0
         self.chunks = 0
 
+    def took(self, c: Any) -> None:
+        """Count a streamkit Chunk the consumer holds now."""
+        self.chunk(c.raw.get("_sent_ns"), c.received_ns, time.perf_counter_ns())
+        self.chunks += 1
+
     def chunk(self, sent_ns: Optional[int], arrival_ns: int, consumer_ns: int) -> None:
         if sent_ns is not None:
             self.arrival.append((arrival_ns - sent_ns) / 1e6)
@@ -103,18 +108,11 @@ def run_client(url: str, streams: int, tokens: int, tally: Tally) -> None:
         def consume(i: int) -> None:
             try:
                 for c in client.generate(MODEL, f"prompt {i}", options={"num_predict": tokens}):
-                    now = time.perf_counter_ns()
-                    tally.chunk(c.raw.get("_sent_ns"), c.received_ns, now)
-                    tally.chunks += 1
+                    tally.took(c)
             except sk.StreamkitError:
                 tally.errors += 1
 
-        threads = [threading.Thread(target=consume, args=(i,), daemon=True)
-                   for i in range(streams)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        _threads(streams, consume)
 
 
 def run_client_run(url: str, streams: int, tokens: int, tally: Tally) -> None:
@@ -122,20 +120,11 @@ def run_client_run(url: str, streams: int, tokens: int, tally: Tally) -> None:
 
     with sk.Client(url, pool_size=streams) as client:
         def consume(i: int) -> None:
-            def on_chunk(c: Any) -> None:
-                tally.chunk(c.raw.get("_sent_ns"), c.received_ns, time.perf_counter_ns())
-                tally.chunks += 1
-
             request = sk.GenerateRequest(MODEL, f"prompt {i}", options={"num_predict": tokens})
-            if not client.run(request, on_chunk).ok:
+            if not client.run(request, tally.took).ok:
                 tally.errors += 1
 
-        threads = [threading.Thread(target=consume, args=(i,), daemon=True)
-                   for i in range(streams)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        _threads(streams, consume)
 
 
 def _requests(streams: int, tokens: int) -> List[Any]:
@@ -152,12 +141,7 @@ def run_map(url: str, streams: int, tokens: int, tally: Tally) -> None:
     # Benchmark-only hook: map hands its chunks to ``discard`` in the worker
     # (which drops them); a counting sink in its place is the only per-chunk
     # view map has. It costs one call per chunk that a real map does not pay.
-    def drop(c: Any) -> None:
-        now = time.perf_counter_ns()
-        tally.chunk(c.raw.get("_sent_ns"), c.received_ns, now)
-        tally.chunks += 1
-
-    fanout.discard = drop  # type: ignore[assignment]
+    fanout.discard = tally.took  # type: ignore[assignment]
     with sk.Dispatcher(hosts=[(url, streams)], workers=streams, max_pending=0) as d:
         for r in d.map(_requests(streams, tokens), return_exceptions=True):
             tally.errors += not r.ok
@@ -172,9 +156,7 @@ def _events(spend_s: float) -> Callable[[str, int, int, Tally], None]:
                 if isinstance(item, sk.Result):
                     tally.errors += not item.ok
                     continue
-                now = time.perf_counter_ns()
-                tally.chunk(item.raw.get("_sent_ns"), item.received_ns, now)
-                tally.chunks += 1
+                tally.took(item)
                 if spend_s:
                     until = time.perf_counter() + spend_s
                     while time.perf_counter() < until:
