@@ -29,15 +29,20 @@ def many_models() -> Iterator[emulator.Emulator]:
         yield server
 
 
-def test_unknown_model_said_once_with_the_closest_names(
-        many_models: emulator.Emulator, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["generate", "--host", many_models.url, "-m", "llama3", "Hi"]) == EXIT_FAILED
-    [line] = capsys.readouterr().err.strip().splitlines()
+def _assert_names_the_closest_models(err: str) -> None:
+    """One line: 'llama3' named once, five of MODELS closest first, the pull hint."""
+    [line] = err.strip().splitlines()
     assert line.count("'llama3'") == 1
     named = line.split(" has ", 1)[1].split(";")[0]
     assert named.startswith("llama3.2:latest, llama3.1:latest")  # closest first
     assert named.count(":latest") == 5 and named.endswith("and 2 more")
     assert "ollama pull llama3" in line
+
+
+def test_unknown_model_said_once_with_the_closest_names(
+        many_models: emulator.Emulator, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["generate", "--host", many_models.url, "-m", "llama3", "Hi"]) == EXIT_FAILED
+    _assert_names_the_closest_models(capsys.readouterr().err)
 
 
 def test_batch_with_an_unknown_model_on_builtin_stops_before_the_first_request(
@@ -60,12 +65,7 @@ def test_batch_with_an_unknown_model_names_the_closest_ones(
     out = tmp_path / "o.jsonl"
     assert main(["batch", prompts, "-o", str(out), "-m", "llama3",
                  "--host", many_models.url]) == EXIT_USAGE
-    [line] = capsys.readouterr().err.strip().splitlines()
-    assert line.count("'llama3'") == 1
-    named = line.split(" has ", 1)[1].split(";")[0]
-    assert named.startswith("llama3.2:latest, llama3.1:latest")  # closest first
-    assert named.count(":latest") == 5 and named.endswith("and 2 more")
-    assert "ollama pull llama3" in line
+    _assert_names_the_closest_models(capsys.readouterr().err)
     assert many_models.counters()["inference"] == 0 and not out.exists()
 
 
