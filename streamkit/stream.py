@@ -26,7 +26,7 @@ import threading
 import weakref
 from typing import TYPE_CHECKING, Any, Callable, List, Optional, Union
 
-from ._http import Transport
+from ._http import Poller, Transport
 from ._stream.channel import Cancellable, ReceiveEnd, Sink, Stopped
 from ._stream.routing import FixedRoute, Route
 from ._stream.worker import Worker
@@ -149,14 +149,15 @@ class Stream:
         threading.Thread(target=self._w.run, name=f"streamkit-stream-{label}",
                          daemon=True).start()
 
-    def _run(self, sink: Optional[Sink] = None) -> None:
+    def _run(self, sink: Optional[Sink] = None, poller: Optional[Poller] = None) -> None:
         """Run the whole stream in this thread; never raises; ends exactly once.
 
         With ``sink``, chunks go to ``sink(chunk)`` (in this thread) instead
         of the channel: for callers that consume nothing but the Result.
+        With ``poller``, its thread reads the body while this one sleeps.
         """
         self._started = True
-        self._w.run(sink)
+        self._w.run(sink, poller)
 
     def run(self, on_chunk: Callable[[Chunk], None]) -> Result:
         """Run this stream in the calling thread, handing each chunk to

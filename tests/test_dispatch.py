@@ -46,7 +46,8 @@ class FakeStream:
         self._done = threading.Event()
         self._result: Optional[Result] = None
 
-    def _run(self, sink: Optional[Callable[[Chunk], None]] = None) -> None:
+    def _run(self, sink: Optional[Callable[[Chunk], None]] = None,
+             poller: Optional[object] = None) -> None:
         self.thread_name = threading.current_thread().name
         self._client.enter()
         error: Optional[BaseException] = None

@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
-from .._http import CancelToken
+from .._http import CancelToken, Poller
 from ..errors import Cancelled
 from ..records import EmbedRequest, EmbedResult
 
@@ -62,8 +62,10 @@ class EmbedCall:
         state = "done" if self.done else "pending"
         return f"<EmbedCall {self.id!r} {state} inputs={len(self._request.inputs)}>"
 
-    def _run(self, sink: Optional[Callable[[Any], None]] = None) -> None:
-        """Run the request in this (worker) thread; never raises. ``sink`` gets nothing."""
+    def _run(self, sink: Optional[Callable[[Any], None]] = None,
+             poller: Optional[Poller] = None) -> None:
+        """Run the request in this (worker) thread; never raises. ``sink`` gets
+        nothing; ``poller`` is not used (a reply is read whole)."""
         try:
             if self._token.cancelled:
                 result = EmbedResult(id=self.id, model=self._request.model, host="",

@@ -94,6 +94,22 @@ class Merged:
             if self._getting:
                 self._ready.notify()
 
+    def offer_chunks(self, items: List[Any], job: Job) -> bool:
+        """:meth:`put_chunks` if that would not wait; False (nothing queued) if it would.
+
+        True without queuing once the channel is closed or ``job`` cancelled
+        (what ``put_chunks`` does then: the chunks are dropped).
+        """
+        with self._lock:
+            if self._closed or job.cancelled:
+                return True
+            if self._chunks >= self._limit or self._queue:
+                return False
+            self._admit(items)
+            if self._getting:
+                self._ready.notify()
+            return True
+
     def _admit(self, items: List[Any]) -> None:
         self._chunks += len(items)
         self._items.extend([(True, item) for item in items])
@@ -172,7 +188,7 @@ class FanoutJob(Job):
             # map, ``discard`` also tells the stream nobody sees its chunks,
             # so it may restart after a cut.
             sink = self.fanout.chunk_sink(self) if self.fanout.forward_chunks else discard
-            self.stream._run(sink=sink)
+            self.stream._run(sink=sink, poller=self.poller)
         finally:
             self.fanout.channel.put_result((self.seq, _final_result(self.stream)))
 
@@ -245,11 +261,14 @@ class Fanout:
     def chunk_sink(self, job: FanoutJob) -> BatchSink:
         """The sink of ``job``'s stream: each read's chunks go into the channel together."""
         request_id = job.stream.id or str(job.seq)
-        put = self.channel.put_chunks
+        channel = self.channel
 
         def put_read(chunks: List[Chunk]) -> None:
-            put([(request_id, chunk) for chunk in chunks], job)
-        return BatchSink(put_read)
+            channel.put_chunks([(request_id, chunk) for chunk in chunks], job)
+
+        def offer_read(chunks: List[Chunk]) -> bool:
+            return channel.offer_chunks([(request_id, chunk) for chunk in chunks], job)
+        return BatchSink(put_read, offer_read)
 
     def cancel(self) -> None:
         """Cancel every job of this call still running or queued; drop their chunks."""

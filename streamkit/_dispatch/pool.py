@@ -16,6 +16,8 @@ import time
 import weakref
 from typing import TYPE_CHECKING, Any, Callable, List, Optional, Set
 
+from .._http import Poller
+
 if TYPE_CHECKING:
     from .task import Task
 
@@ -50,12 +52,13 @@ def _work(pool_ref: Any, work: Any) -> None:
 class Job:
     """One stream queued for, or running on, a worker; ``run`` never raises."""
 
-    __slots__ = ("cancelled", "finished", "stream")
+    __slots__ = ("cancelled", "finished", "poller", "stream")
 
     def __init__(self, stream: Task) -> None:
         self.stream = stream
         self.cancelled = False
         self.finished: Callable[[Job], None] = _nothing  # set by Pool.submit
+        self.poller: Optional[Poller] = None  # set by Pool.submit
 
     def run(self) -> None:
         try:
@@ -66,7 +69,7 @@ class Job:
             self.finished(self)
 
     def _execute(self) -> None:
-        self.stream._run()
+        self.stream._run(poller=self.poller)
 
     def cancel(self) -> None:
         self.cancelled = True
@@ -80,8 +83,13 @@ def _nothing(job: Job) -> None:
 class Pool:
     """``workers`` threads named ``{name}-1``...; thread-safe.
 
-    Lock rules: ``_lock`` guards ``_closed``, ``_threads`` and ``_live`` (the
-    jobs queued or running); it is notified when ``_live`` empties.
+    Their streams' bodies are read by one :class:`~.._http.Poller` (thread
+    ``{name}-poller``, started on first use), so a worker sleeps while its
+    stream is streaming and the per-chunk work of all of them is done in
+    one thread, many reads per wake-up.
+
+    Lock rules: ``_lock`` guards ``_closed``, ``_threads`` and ``_live``
+    (the jobs queued or running); it is notified when ``_live`` empties.
     """
 
     def __init__(self, workers: int, name: str) -> None:
@@ -92,6 +100,7 @@ class Pool:
         self._live: Set[Job] = set()
         self._closed = False
         self._lock = threading.Condition(threading.Lock())
+        self.poller = Poller(f"{name}-poller")
 
     @property
     def closed(self) -> bool:
@@ -100,6 +109,7 @@ class Pool:
     def submit(self, job: Job) -> None:
         """Queue ``job``; never blocks. Raises RuntimeError once shut down."""
         job.finished = self._job_finished
+        job.poller = self.poller
         with self._lock:
             if self._closed:
                 raise RuntimeError("cannot submit to a closed Dispatcher")
@@ -155,10 +165,12 @@ class Pool:
                 self._lock.wait(left)
 
     def join(self, timeout: float) -> None:
-        """Join every worker thread, ``timeout`` seconds in all; log the ones left."""
+        """Join every worker thread, ``timeout`` seconds in all; log the ones left.
+        Then close the poller (a worker still reading goes on in its own thread)."""
         deadline = time.monotonic() + timeout
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
+        self.poller.close()
         stuck = [t.name for t in self._threads if t.is_alive()]
         if stuck:
             logger.warning("dispatcher workers still running after %.0f s: %s",

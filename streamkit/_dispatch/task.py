@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Callable, Optional, Protocol
 
+from .._http import Poller
+
 __all__ = ["Task"]
 
 
@@ -23,7 +25,8 @@ class Task(Protocol):
     @property
     def request(self) -> Any: ...
 
-    def _run(self, sink: Optional[Callable[[Any], None]] = None) -> None: ...
+    def _run(self, sink: Optional[Callable[[Any], None]] = None,
+             poller: Optional[Poller] = None) -> None: ...
 
     def cancel(self) -> bool: ...
 

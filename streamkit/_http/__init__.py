@@ -10,15 +10,17 @@ Layers, each importing only those above it:
 - ``response``    Response: raw reads as they arrive, stamped, then back to the pool
 - ``bounded``     whole non-streaming bodies: size cap, no inflating, one deadline
 - ``transport``   Transport: a session per thread over one shared pool; open()
+- ``poller``      Poller: one thread reading many sockets as they become readable
 """
 
 from __future__ import annotations
 
 from .bounded import INFO_BODY_LIMIT, read_bounded, refuse_encoding
 from .cancel import CancelToken
+from .poller import Poller, Watch
 from .response import Response
 from .translate import forget_frames
 from .transport import Transport
 
-__all__ = ["INFO_BODY_LIMIT", "CancelToken", "Response", "Transport", "forget_frames",
-           "read_bounded", "refuse_encoding"]
+__all__ = ["INFO_BODY_LIMIT", "CancelToken", "Poller", "Response", "Transport", "Watch",
+           "forget_frames", "read_bounded", "refuse_encoding"]

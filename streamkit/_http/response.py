@@ -74,6 +74,7 @@ class Response:
         # The socket timeout last set (None: blocking), so an unchanged one is
         # not set again; and the socket once it is read directly (see above).
         self._armed: Optional[float] = None
+        self._polled_from: Optional[float] = None
         self._direct: Optional[socket.socket] = None
         if self._socket is not None:
             cancel.attach(self._socket)
@@ -115,6 +116,67 @@ class Response:
             if payload:
                 return payload
         return b""
+
+    # -- reading from a poller thread (see :mod:`.poller`) ---------------------
+    def pollable(self) -> Optional[socket.socket]:
+        """The plain socket to wait on, or None when this body must be read
+        with :meth:`read_some` (TLS or another wrapper may hold bytes a
+        readiness check cannot see; the socket file's buffer is not empty
+        yet; the body is complete)."""
+        sock = self._direct
+        if sock is None or self._eof or type(sock) is not socket.socket:
+            return None
+        return sock
+
+    def start_polling(self) -> None:
+        """Make the socket non-blocking for :meth:`read_ready` (owning thread)."""
+        assert self._direct is not None
+        self._polled_from = self._armed  # restored after: a pooled socket keeps its state
+        self._direct.setblocking(False)
+        self._armed = 0.0
+
+    def stop_polling(self) -> None:
+        """Back to blocking reads, in the owning thread once the poller let go;
+        a body read to its end now returns its connection to the pool."""
+        if self._direct is not None and self._armed == 0.0:
+            self._direct.settimeout(self._polled_from)
+            self._armed = self._polled_from
+        if self._eof:
+            self._release()
+
+    @property
+    def complete(self) -> bool:
+        """The body has been read to its end."""
+        return self._eof
+
+    def read_ready(self) -> Optional[bytes]:
+        """One non-blocking read after the poller saw the socket readable.
+
+        Returns the body bytes it carried, b"" at the clean end of the body,
+        or None when there was nothing (yet) for the caller: no bytes after
+        all, or chunk framing only. Unlike :meth:`read_some` the connection
+        is not handed back at the end: :meth:`stop_polling` does that in the
+        owning thread, after the poller stopped watching the socket.
+
+        Raises what :meth:`read_some` raises, but never StreamTimeout.
+        """
+        if self._cancel.cancelled:
+            raise Cancelled()
+        assert self._direct is not None
+        size = READ_SIZE if self._left is None else min(READ_SIZE, self._left)
+        try:
+            data: bytes = self._direct.recv(size)
+        except BlockingIOError:
+            return None  # readiness that another read already used up
+        except (OSError, ValueError) as exc:
+            raise read_error(exc, self._cancel, "idle") from exc
+        self.read_ns = time.perf_counter_ns()
+        if not data and self._cancel.cancelled:
+            raise Cancelled()  # our own shutdown() reads as EOF
+        payload = self._payload(data)
+        if payload or self._eof:
+            return payload
+        return None
 
     def read_body(self, limit: int = 1 << 20) -> bytes:
         """Up to ``limit`` bytes of the body, for an error reply; best effort.

@@ -103,10 +103,12 @@ class BatchSink:
     """A sink that takes the chunks of one read as one list: a call per read,
     not per chunk (a consumer that hands chunks on in bulk)."""
 
-    __slots__ = ("put",)
+    __slots__ = ("offer", "put")
 
-    def __init__(self, put: Callable[[List[Chunk]], None]) -> None:
+    def __init__(self, put: Callable[[List[Chunk]], None],
+                 offer: Optional[Callable[[List[Chunk]], bool]] = None) -> None:
         self.put = put
+        self.offer = offer  # put if that would not wait; False (nothing put) if it would
 
     def __call__(self, chunk: Chunk) -> None:
         self.put([chunk])
@@ -257,10 +259,28 @@ class SendEnd:
         Raises Stopped if the stream has ended (cancelled) meanwhile, and
         Cancelled if the Cancellable was cancelled without an end (GC finalizer).
         """
+        self._put(chunks, True)
+
+    @property
+    def offers(self) -> bool:
+        """:meth:`offer` can hand chunks on: the sink, if any, runs no code of
+        the caller's and has a way to say it is full (a poller may call it)."""
+        sink = self._state.sink
+        return (sink is None or self._state.discarding
+                or (type(sink) is BatchSink and sink.offer is not None))
+
+    def offer(self, chunks: List[Chunk]) -> bool:
+        """:meth:`send` where it would not wait: False, with nothing handed on,
+        when the channel or the sink is full. Needs :attr:`offers`."""
+        return self._put(chunks, False)
+
+    def _put(self, chunks: List[Chunk], wait: bool) -> bool:
         s = self._state
         with s.lock:
             while (s.queued >= s.capacity and not s.unbounded
                    and s.end is None and s.sink is None):
+                if not wait:
+                    return False
                 if s.canceller.cancelled:
                     raise Cancelled()
                 if s.space is None:
@@ -272,10 +292,20 @@ class SendEnd:
                     s.putting -= 1
             if s.end is not None:
                 raise Stopped()
+            sink = s.sink
+            if not wait and sink is not None and not s.discarding:
+                # Offered first, recorded after: a chunk the sink refused is not
+                # recorded now and then again when it is sent.
+                assert type(sink) is BatchSink and sink.offer is not None
+                if not sink.offer(chunks):
+                    return False
+                s.recorder.record(chunks)
+                s.seen = True
+                return True
             s.recorder.record(chunks)
             if s.discarding:
-                return
-            if s.sink is None:
+                return True
+            if sink is None:
                 s.batches.append(chunks)
                 s.queued += len(chunks)
                 if s.queued > s.peak_queued:
@@ -289,13 +319,13 @@ class SendEnd:
             waiters = s.take_waiters() if s.waiters else None
         if waiters:
             _wake(waiters)
-        sink = s.sink
         if sink is not None:
             if type(sink) is BatchSink:
                 sink.put(chunks)
             else:
                 for c in chunks:
                     sink(c)
+        return True
 
     def finish(self, error: Optional[BaseException], build: Build) -> bool:
         """Write the end record ``build(error)`` unless there is one; True if this

@@ -23,7 +23,7 @@ import logging
 import time
 from typing import List, Optional
 
-from .._http import CancelToken, Response, Transport, forget_frames
+from .._http import CancelToken, Poller, Response, Transport, forget_frames
 from ..config import RetryPolicy, Timeouts
 from ..errors import (
     Cancelled,
@@ -39,6 +39,7 @@ from ..wire import Decoder, Dialect
 from .channel import Build, Sink, Stopped, open_channel
 from .deadlines import Deadlines
 from .delivery import Delivered
+from .polled import PolledBody
 from .replay import Replay
 from .routing import Route, is_cut
 
@@ -81,6 +82,7 @@ class Worker:
         self._cached: Optional[Result] = None
         self._salvaged: List[Chunk] = []
         self._restarts = 0
+        self._poller: Optional[Poller] = None
 
     def cancel(self) -> bool:
         """End the stream with Cancelled and shut its socket; any thread, never blocks.
@@ -90,9 +92,14 @@ class Worker:
         return self._tx.cancel(self._result)
 
     # -- the run -------------------------------------------------------------
-    def run(self, sink: Optional[Sink] = None) -> None:
+    def run(self, sink: Optional[Sink] = None, poller: Optional[Poller] = None) -> None:
         """Run the stream in this thread; never raises (but KeyboardInterrupt
-        and SystemExit pass through after the end record is written)."""
+        and SystemExit pass through after the end record is written).
+
+        With ``poller``, the body is read by the poller's thread while this
+        one sleeps (see :mod:`.polled`), where the sink allows it.
+        """
+        self._poller = poller
         if not self._tx.claim(sink):
             logger.error("a Stream was started twice; the second run is ignored")
             return
@@ -262,7 +269,14 @@ class Worker:
         idle_deadline = None if idle is None else time.monotonic() + idle
         last = first  # the last chunk list the decoder handed over
         try:
-            while not decoder.done:
+            if (self._poller is not None and replay is None and not decoder.done
+                    and self._tx.offers and response.pollable() is not None):
+                body = PolledBody(response, decoder, self._tx, idle, last)
+                try:
+                    body.pump(self._poller, self._deadlines)
+                finally:
+                    last, idle_deadline = body.last, body.idle_deadline
+            while not decoder.done:  # this thread reads (what is left)
                 timeout, phase = budget(idle_deadline, "idle")
                 data = response.read_some(timeout, phase=phase)
                 ns = response.read_ns
