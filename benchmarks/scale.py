@@ -12,7 +12,10 @@ in a subprocess of its own, so its CPU time and peak RSS are its alone:
   a-run        ``Client.run(request, on_chunk)`` on a thread per stream (the
                stream runs in that thread: no worker thread)
   b-map        ``Dispatcher.map`` (chunks drained inside; no consumer)
+  b-threads    the same with the dispatcher's poller closed: each worker
+               reads its own socket (the read path before the poller)
   c-events     ``Dispatcher.events``, a consumer that keeps up
+  c-threads    the same, poller closed
   d-slow       ``Dispatcher.events``, a consumer spending 40 us per chunk
   aiohttp      one asyncio loop, ``aiohttp.ClientSession`` (the ``bench`` extra)
   raw-socket   floor: a thread per stream, blocking socket, ``json.loads``
@@ -61,7 +64,8 @@ from urllib.parse import urlsplit
 MODEL = "demo"
 TOKENS_PER_S = 50
 SLOW_CONSUMER_S = 40e-6
-CLIENTS = ["a-client", "a-run", "b-map", "c-events", "d-slow", "aiohttp", "raw-socket", "raw-queue"]
+CLIENTS = ["a-client", "a-run", "b-map", "b-threads", "c-events", "c-threads", "d-slow", "aiohttp",
+           "raw-socket", "raw-queue"]
 RUN_TIMEOUT_S = 600.0
 
 
@@ -137,11 +141,18 @@ def _requests(streams: int, tokens: int) -> List[Any]:
 def run_map(url: str, streams: int, tokens: int, tally: Tally) -> None:
     import streamkit as sk
     from streamkit._dispatch import fanout
+    from streamkit._stream.channel import BatchSink
 
     # Benchmark-only hook: map hands its chunks to ``discard`` in the worker
     # (which drops them); a counting sink in its place is the only per-chunk
-    # view map has. It costs one call per chunk that a real map does not pay.
-    fanout.discard = tally.took  # type: ignore[assignment]
+    # view map has. It costs one call per read that a real map does not pay.
+    # A BatchSink that never refuses, so the poller may call it as it calls
+    # ``discard``.
+    def count(chunks: List[Any]) -> bool:
+        for c in chunks:
+            tally.took(c)
+        return True
+    fanout.discard = BatchSink(count, count)  # type: ignore[assignment]
     with sk.Dispatcher(hosts=[(url, streams)], workers=streams, max_pending=0) as d:
         for r in d.map(_requests(streams, tokens), return_exceptions=True):
             tally.errors += not r.ok
@@ -162,6 +173,23 @@ def _events(spend_s: float) -> Callable[[str, int, int, Tally], None]:
                     while time.perf_counter() < until:
                         pass
     return run
+
+
+def _threads_read(run: Callable[[str, int, int, Tally], None]
+                  ) -> Callable[[str, int, int, Tally], None]:
+    """``run`` with the dispatcher's poller closed from the start, so every
+    worker reads its own stream's socket (the read path before the poller)."""
+    def without_poller(url: str, streams: int, tokens: int, tally: Tally) -> None:
+        from streamkit._dispatch import pool
+        from streamkit._http import Poller
+
+        def closed(name: str) -> Poller:
+            poller = Poller(name)
+            poller.close()
+            return poller
+        pool.Poller = closed  # type: ignore[assignment]  # benchmark-only
+        run(url, streams, tokens, tally)
+    return without_poller
 
 
 def run_aiohttp(url: str, streams: int, tokens: int, tally: Tally) -> None:
@@ -326,7 +354,9 @@ RUNNERS: Dict[str, Callable[[str, int, int, Tally], None]] = {
     "a-client": run_client,
     "a-run": run_client_run,
     "b-map": run_map,
+    "b-threads": _threads_read(run_map),
     "c-events": _events(0.0),
+    "c-threads": _threads_read(_events(0.0)),
     "d-slow": _events(SLOW_CONSUMER_S),
     "aiohttp": run_aiohttp,
     "raw-socket": run_raw_socket,
