@@ -9,8 +9,8 @@ Layers, each importing only those above it:
 - ``translate``   requests/urllib3/socket errors -> streamkit errors, by phase
 - ``response``    Response: raw reads as they arrive, stamped, then back to the pool
 - ``bounded``     whole non-streaming bodies: size cap, no inflating, one deadline
-- ``transport``   Transport: a session per thread over one shared pool; open()
 - ``poller``      Poller: one thread reading many sockets as they become readable
+- ``transport``   Transport: a session per thread over one shared pool; open()
 """
 
 from __future__ import annotations
