@@ -295,6 +295,22 @@ def test_total_timeout_mid_body_ends_a_polled_stream(spy: Spy) -> None:
     assert spy.unwatched.value == 1 and spy.step_threads() == {POLLER}
 
 
+def test_sse_comments_do_not_hold_off_the_idle_timeout_of_a_polled_stream(spy: Spy) -> None:
+    sse = Wire("openai", "generate")
+    timeouts = Timeouts(connect=2, first_token=5, idle=LIMIT_S)
+    tail = drip_forever(lambda i: b": keep-alive\n\n")
+    with RawServer(gated(spy, sse.token("first "), tail)) as server, \
+            Dispatcher(host=server.url, workers=1, timeouts=timeouts, retry=ONCE,
+                       dialect="openai") as d:
+        started = time.monotonic()
+        chunks, error = drain(d.submit(req()))
+        elapsed = time.monotonic() - started
+    assert isinstance(error, StreamTimeout) and error.phase == "idle", error
+    assert LIMIT_S * 0.9 <= elapsed < LIMIT_S + SLACK_S
+    assert [c.text for c in chunks] == ["first "]
+    assert spy.unwatched.value == 1 and spy.step_threads() == {POLLER}
+
+
 # -- (3) cancel ----------------------------------------------------------------------------
 
 def test_cancel_mid_body_ends_a_polled_stream_at_once(spy: Spy) -> None:
@@ -314,6 +330,26 @@ def test_cancel_mid_body_ends_a_polled_stream_at_once(spy: Spy) -> None:
         follow = d.submit(req(1)).result(WAIT)
     assert follow.ok and follow.text == "".join(TOKENS)
     assert any(isinstance(e, Cancelled) for e in spy.step_errors())
+
+
+def test_cancel_while_paused_by_a_full_queue_ends_the_stream_at_once(spy: Spy) -> None:
+    tail = stall_after(*[WIRE.token(f"s{i} ") for i in range(8)])
+    paused = gated(spy, WIRE.token("first "), tail)
+    with RawServer([paused, wire_handler(WIRE, TOKENS)]) as server, \
+            Dispatcher(host=server.url, workers=1, timeouts=FAST, retry=ONCE,
+                       queue_size=1) as d:
+        stream = d.submit(req())
+        assert spy.pauses.wait(WAIT)  # the worker waits to send what the poller could not
+        started = time.monotonic()
+        assert stream.cancel()
+        result = stream.result(WAIT)
+        assert time.monotonic() - started < 0.5
+        assert isinstance(result.error, Cancelled)
+        assert server.disconnects.wait(WAIT)
+        follow, error = drain(d.submit(req(1)))  # the worker is free again
+        assert error is None and "".join(c.text for c in follow) == "".join(TOKENS)
+    chunks, error = drain(stream)  # what was queued before the cancel, then the end
+    assert isinstance(error, Cancelled) and _indices_once_in_order(chunks)
 
 
 # -- (4) a cut mid-body --------------------------------------------------------------------
@@ -412,6 +448,37 @@ def test_a_submitted_stream_with_a_slow_reader_loses_and_repeats_nothing(spy: Sp
     assert spy.pending and len(spy.pending_sent) == len(spy.pending)
 
 
+def test_leaving_events_early_cancels_the_polled_streams(spy: Spy) -> None:
+    n = 3
+    tail = drip_forever(lambda i: WIRE.token(f"d{i} "))
+    with RawServer(gated(spy, WIRE.token("first "), tail)) as server, \
+            Dispatcher(host=server.url, workers=n, timeouts=FAST, retry=ONCE) as d:
+        for seen, (_, item) in enumerate(d.events([req(i) for i in range(n)]), 1):
+            assert isinstance(item, Chunk)
+            if spy.watches.value >= n and seen >= 3 * n:
+                break  # every stream is polled and streaming
+        assert server.disconnects.wait(WAIT, at_least=n)
+        follow = d.submit(req(9))  # the workers are free again
+        first = next(iter(follow))
+        assert follow.cancel()
+    assert first.text == "first "
+
+
+def test_many_paced_streams_share_the_poller_and_arrive_whole(spy: Spy) -> None:
+    emulator = pytest.importorskip("streamkit.emulator")
+    config = emulator.EmulatorConfig(parallel=16, tokens_per_second=100)
+    requests = [GenerateRequest("demo", f"paced {i}", options={"num_predict": 10})
+                for i in range(16)]
+    from streamkit.wire import get_dialect
+    with emulator.Emulator(config) as emu, \
+            Dispatcher(host=emu.url, workers=16, timeouts=FAST, retry=ONCE) as d:
+        results = {r.id: r for r in d.map(requests)}
+    for i, request in enumerate(requests):
+        want = emulator.expected("demo", get_dialect("ollama").generate(request)[1], config)
+        assert results[str(i)].ok and results[str(i)].text == want.text
+    assert spy.watches.value >= 16 and spy.step_threads() == {POLLER}
+
+
 # -- (6) keep-alive ------------------------------------------------------------------------
 
 def test_sequential_polled_streams_reuse_one_connection_left_blocking(
@@ -446,6 +513,61 @@ def test_sequential_polled_streams_reuse_one_connection_left_blocking(
         connections = server.connections.value
     assert len(polls) == rounds and len({id(s) for s, _, _ in polls}) == 1
     assert requests == rounds + 1 and connections == 1
+
+
+def _framed(spy: Spy, framing: str) -> Callable[[RawConn], None]:
+    """A reply in ``framing``: the first record, the gate, the rest; the done
+    record and the end of a chunked body come apart (the worker drains the end).
+
+    A Content-Length body shorter than the socket file's buffer is never read
+    directly, so it is not pollable: no gate there (the worker reads it)."""
+    numbers = itertools.count(1)
+    rest = b"".join(WIRE.token(t) for t in TOKENS[1:]) + WIRE.end(len(TOKENS))
+
+    def handler(conn: RawConn) -> None:
+        n = next(numbers)
+        first = WIRE.token(TOKENS[0])
+        if framing == "chunked":
+            conn.send_head(200, {"Content-Type": WIRE.content_type})
+            conn.send_chunk(first)
+        elif framing == "length":
+            conn.send_head(200, {"Content-Type": WIRE.content_type,
+                                 "Content-Length": str(len(first + rest))}, chunked=False)
+            conn.send(first)
+        else:
+            conn.send_head(200, {"Content-Type": WIRE.content_type,
+                                 "Connection": "close"}, chunked=False)
+            conn.send(first)
+        if framing != "length" and not spy.watch_calls.wait(WAIT, at_least=n):
+            conn.cut()
+            return
+        if framing == "chunked":
+            conn.send_chunk(rest)
+            conn.wait_disconnect(DRIP_S)  # the end comes a little after the done record
+            conn.end_chunks()
+        elif framing == "length":
+            conn.send(rest)
+        else:
+            conn.send(rest)
+            conn.cut()
+    return handler
+
+
+@pytest.mark.parametrize(("framing", "connections", "polled"), [
+    ("chunked", 1, True), ("length", 1, False), ("close", 3, True)])
+def test_every_body_framing_is_read_to_its_end_and_kept_alive_where_it_can(
+        spy: Spy, framing: str, connections: int, polled: bool) -> None:
+    with RawServer(_framed(spy, framing)) as server, \
+            Dispatcher(host=server.url, workers=1, timeouts=FAST, retry=ONCE) as d:
+        for i in range(3):
+            chunks, error = drain(d.submit(req(i)))
+            assert error is None, error
+            assert "".join(c.text for c in chunks) == "".join(TOKENS)
+            assert _indices_once_in_order(chunks)
+        opened = server.connections.value
+    assert opened == connections
+    assert (spy.watches.value >= 3) is polled
+    assert spy.step_threads() == ({POLLER} if polled else set())
 
 
 # -- (7) errors mid-body: the same as the thread path --------------------------------------
@@ -582,6 +704,27 @@ def test_close_while_map_streams_are_polled_yields_each_once(spy: Spy) -> None:
         assert not consumer.is_alive()
     assert sorted(r.id or "" for r in results) == [str(i) for i in range(n)]
     assert all(isinstance(r.error, Cancelled) for r in results)
+    assert not _poller_threads()
+
+
+def test_close_without_cancel_lets_polled_streams_finish(spy: Spy) -> None:
+    n = 3
+    numbers = itertools.count(1)
+
+    def slow_tail(conn: RawConn) -> None:
+        for token in TOKENS[1:]:
+            if not conn.send_chunk(WIRE.token(token)) or conn.wait_disconnect(DRIP_S):
+                return
+        conn.send_chunk(WIRE.end(len(TOKENS)))
+        conn.end_chunks()
+    with RawServer(gated(spy, WIRE.token(TOKENS[0]), slow_tail, numbers)) as server:
+        d = Dispatcher(host=server.url, workers=n, timeouts=FAST, retry=ONCE)
+        streams = [d.submit(req(i)) for i in range(n)]
+        assert spy.watches.wait(WAIT, at_least=1)
+        d.close(cancel_pending=False, timeout=WAIT)
+    for stream in streams:
+        result = stream.result(0)
+        assert result.ok and result.text == "".join(TOKENS)
     assert not _poller_threads()
 
 
