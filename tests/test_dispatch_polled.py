@@ -386,6 +386,29 @@ def test_map_restarts_a_polled_stream_cut_mid_body_on_another_host(spy: Spy, how
     assert any(isinstance(e, StreamInterrupted) for e in spy.step_errors())  # seen by the poller
 
 
+def test_a_polled_stream_cut_after_its_chunks_went_out_is_replayed_seamlessly(
+        spy: Spy) -> None:
+    def cut(conn: RawConn) -> None:
+        for token in TOKENS[1:3]:
+            conn.send_chunk(WIRE.token(token))
+        conn.cut()
+    retry = RetryPolicy(attempts=2, backoff_base=0.01, backoff_max=0.05, on_interrupt="replay")
+    # The replay is read by its worker (only a first reading is polled).
+    handlers = [gated(spy, WIRE.token(TOKENS[0]), cut), wire_handler(WIRE, TOKENS)]
+    with RawServer(handlers) as server, \
+            Dispatcher(host=server.url, workers=1, timeouts=FAST, retry=retry) as d:
+        stream = d.submit(req())
+        it = iter(stream)
+        seen = [next(it) for _ in range(3)]  # the consumer has these: no restart now
+        rest, error = drain(stream)
+    chunks = seen + rest
+    assert error is None and _indices_once_in_order(chunks)
+    assert "".join(c.text for c in chunks) == "".join(TOKENS)
+    result = stream.result(0)
+    assert result.attempts == 2 and result.restarts == 0
+    assert any(isinstance(e, StreamInterrupted) for e in spy.step_errors())
+
+
 # -- (5) a slow consumer -------------------------------------------------------------------
 
 def test_events_with_a_slow_consumer_loses_and_repeats_nothing(
@@ -477,6 +500,58 @@ def test_many_paced_streams_share_the_poller_and_arrive_whole(spy: Spy) -> None:
         want = emulator.expected("demo", get_dialect("ollama").generate(request)[1], config)
         assert results[str(i)].ok and results[str(i)].text == want.text
     assert spy.watches.value >= 16 and spy.step_threads() == {POLLER}
+
+
+def test_an_asyncio_consumer_is_woken_by_the_poller_thread(spy: Spy) -> None:
+    import asyncio
+    tokens = [f"a{i} " for i in range(20)]
+
+    async def consume(stream: Stream) -> List[Chunk]:
+        async def all_chunks() -> List[Chunk]:
+            return [chunk async for chunk in stream]
+        return await asyncio.wait_for(all_chunks(), WAIT)
+
+    with RawServer(good(spy, tokens)) as server, \
+            Dispatcher(host=server.url, workers=1, timeouts=FAST, retry=ONCE,
+                       queue_size=2) as d:
+        chunks = asyncio.run(consume(d.submit(req())))
+    assert _indices_once_in_order(chunks)
+    assert "".join(c.text for c in chunks) == "".join(tokens)
+    assert spy.step_threads() == {POLLER}
+
+
+def test_records_torn_across_many_small_reads_arrive_whole(spy: Spy) -> None:
+    tokens = [f"r{i} " for i in range(12)]
+
+    def dribble(conn: RawConn) -> None:
+        body = b"".join(b"%x\r\n%s\r\n" % (len(WIRE.token(t)), WIRE.token(t))
+                        for t in tokens[1:])
+        body += b"%x\r\n%s\r\n0\r\n\r\n" % (len(WIRE.end(12)), WIRE.end(12))
+        for i in range(0, len(body), 7):  # framing and JSON both torn mid-way
+            if not conn.send(body[i:i + 7]):
+                return
+    with RawServer(gated(spy, WIRE.token(tokens[0]), dribble)) as server, \
+            Dispatcher(host=server.url, workers=1, timeouts=FAST, retry=ONCE) as d:
+        chunks, error = drain(d.submit(req()))
+        opened = server.connections.value
+        again, _ = drain(d.submit(req(1)))  # and the connection is reused after
+        assert server.connections.value == opened == 1
+    assert error is None and _indices_once_in_order(chunks)
+    assert "".join(c.text for c in chunks) == "".join(tokens)
+    assert "".join(c.text for c in again) == "".join(tokens)
+    assert spy.step_threads() == {POLLER}
+
+
+def test_result_of_a_paused_stream_lifts_the_bound_and_gets_it_whole(spy: Spy) -> None:
+    tokens = [f"l{i} " for i in range(30)]
+    with RawServer(good(spy, tokens)) as server, \
+            Dispatcher(host=server.url, workers=1, timeouts=FAST, retry=ONCE,
+                       queue_size=1) as d:
+        stream = d.submit(req())
+        assert spy.pauses.wait(WAIT)  # the worker waits for room nobody will make
+        result = stream.result(WAIT)  # wants the reply whole: lifts the bound
+    assert result.ok and result.text == "".join(tokens)
+    assert len(spy.pending_sent) == len(spy.pending)
 
 
 # -- (6) keep-alive ------------------------------------------------------------------------
