@@ -25,6 +25,7 @@ from rawserver import Counter, RawConn, RawServer, Wire, wire_handler
 import streamkit._dispatch.fanout as fanout
 import streamkit._http.poller as poller_module
 from streamkit._http import Poller, Response
+from streamkit._http.connection import BUFFER_SIZE
 from streamkit._stream.channel import SendEnd
 from streamkit._stream.polled import PolledBody
 from streamkit.config import RetryPolicy, Timeouts
@@ -590,18 +591,22 @@ def test_sequential_polled_streams_reuse_one_connection_left_blocking(
     assert requests == rounds + 1 and connections == 1
 
 
-def _framed(spy: Spy, framing: str) -> Callable[[RawConn], None]:
+BIG = [f"{i}" + "x" * 1500 + " " for i in range(8)]  # a body past the socket file's buffer
+
+
+def _framed(spy: Spy, framing: str, tokens: List[str]) -> Callable[[RawConn], None]:
     """A reply in ``framing``: the first record, the gate, the rest; the done
     record and the end of a chunked body come apart (the worker drains the end).
 
     A Content-Length body shorter than the socket file's buffer is never read
     directly, so it is not pollable: no gate there (the worker reads it)."""
     numbers = itertools.count(1)
-    rest = b"".join(WIRE.token(t) for t in TOKENS[1:]) + WIRE.end(len(TOKENS))
+    rest = b"".join(WIRE.token(t) for t in tokens[1:]) + WIRE.end(len(tokens))
+    gate = framing != "length" or len(WIRE.token(tokens[0]) + rest) >= BUFFER_SIZE
 
     def handler(conn: RawConn) -> None:
         n = next(numbers)
-        first = WIRE.token(TOKENS[0])
+        first = WIRE.token(tokens[0])
         if framing == "chunked":
             conn.send_head(200, {"Content-Type": WIRE.content_type})
             conn.send_chunk(first)
@@ -613,7 +618,7 @@ def _framed(spy: Spy, framing: str) -> Callable[[RawConn], None]:
             conn.send_head(200, {"Content-Type": WIRE.content_type,
                                  "Connection": "close"}, chunked=False)
             conn.send(first)
-        if framing != "length" and not spy.watch_calls.wait(WAIT, at_least=n):
+        if gate and not spy.watch_calls.wait(WAIT, at_least=n):
             conn.cut()
             return
         if framing == "chunked":
@@ -628,16 +633,17 @@ def _framed(spy: Spy, framing: str) -> Callable[[RawConn], None]:
     return handler
 
 
-@pytest.mark.parametrize(("framing", "connections", "polled"), [
-    ("chunked", 1, True), ("length", 1, False), ("close", 3, True)])
+@pytest.mark.parametrize(("framing", "tokens", "connections", "polled"), [
+    ("chunked", TOKENS, 1, True), ("length", TOKENS, 1, False), ("length", BIG, 1, True),
+    ("close", TOKENS, 3, True)], ids=["chunked", "length", "length-big", "close"])
 def test_every_body_framing_is_read_to_its_end_and_kept_alive_where_it_can(
-        spy: Spy, framing: str, connections: int, polled: bool) -> None:
-    with RawServer(_framed(spy, framing)) as server, \
+        spy: Spy, framing: str, tokens: List[str], connections: int, polled: bool) -> None:
+    with RawServer(_framed(spy, framing, tokens)) as server, \
             Dispatcher(host=server.url, workers=1, timeouts=FAST, retry=ONCE) as d:
         for i in range(3):
             chunks, error = drain(d.submit(req(i)))
             assert error is None, error
-            assert "".join(c.text for c in chunks) == "".join(TOKENS)
+            assert "".join(c.text for c in chunks) == "".join(tokens)
             assert _indices_once_in_order(chunks)
         opened = server.connections.value
     assert opened == connections
