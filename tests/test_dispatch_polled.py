@@ -555,6 +555,49 @@ def test_result_of_a_paused_stream_lifts_the_bound_and_gets_it_whole(spy: Spy) -
     assert len(spy.pending_sent) == len(spy.pending)
 
 
+def test_many_submitted_streams_read_round_robin_with_cancels_each_end_once(spy: Spy) -> None:
+    # Small queues, one reader taking from every stream in turn (each is paused
+    # and resumed over and over), every third stream cancelled half-way.
+    emulator = pytest.importorskip("streamkit.emulator")
+    from streamkit.wire import get_dialect
+    config = emulator.EmulatorConfig(parallel=16, tokens_per_second=400)
+    n = 16
+    requests = [GenerateRequest("demo", f"rr {i}", options={"num_predict": 24}, id=str(i))
+                for i in range(n)]
+    ends: Dict[int, List[Result]] = {i: [] for i in range(n)}
+    got: Dict[int, List[Chunk]] = {i: [] for i in range(n)}
+    with emulator.Emulator(config) as emu, \
+            Dispatcher(host=emu.url, workers=n, timeouts=FAST, retry=ONCE,
+                       queue_size=2) as d:
+        streams = [d.submit(r) for r in requests]
+        for i, stream in enumerate(streams):
+            stream.add_done_callback(ends[i].append)
+        deadline = time.monotonic() + WAIT
+        live = set(range(n))
+        while live:
+            assert time.monotonic() < deadline, f"streams {sorted(live)} never ended"
+            for i in sorted(live):
+                chunk = streams[i].get(0.005)
+                if chunk is not None:
+                    got[i].append(chunk)
+                    if i % 3 == 0 and len(got[i]) == 12:
+                        streams[i].cancel()
+                elif streams[i].done:
+                    live.discard(i)
+    assert spy.pauses.value > 0 and spy.step_threads() == {POLLER}
+    for i, request in enumerate(requests):
+        assert len(ends[i]) == 1, (i, ends[i])
+        result = streams[i].result(0)
+        assert _indices_once_in_order(got[i]), (i, [c.index for c in got[i]])
+        if i % 3 == 0:
+            assert isinstance(result.error, Cancelled)
+            assert len(got[i]) >= 12
+        else:
+            want = emulator.expected("demo", get_dialect("ollama").generate(request)[1],
+                                     config).text
+            assert result.ok and "".join(c.text for c in got[i]) == result.text == want
+
+
 # -- (6) keep-alive ------------------------------------------------------------------------
 
 def test_sequential_polled_streams_reuse_one_connection_left_blocking(
