@@ -869,6 +869,20 @@ def test_a_dispatcher_polls_again_after_its_poller_thread_went_idle(
     assert len(spy.steps) > steps and spy.step_threads() == {POLLER}
 
 
+def test_a_forgotten_dispatcher_lets_its_poller_thread_go(spy: Spy) -> None:
+    import gc
+    with RawServer(good(spy)) as server:
+        d = Dispatcher(host=server.url, workers=1, timeouts=FAST, retry=ONCE)
+        assert d.submit(req()).result(WAIT).ok
+        threads = [t for t in threading.enumerate() if t.name.startswith("streamkit-dispatch")]
+        assert POLLER in {t.name for t in threads}
+        del d
+        gc.collect()
+        for thread in threads:
+            thread.join(WAIT)
+        assert not [t for t in threads if t.is_alive()]
+
+
 @pytest.fixture(autouse=True)
 def _no_poller_thread_left() -> Iterator[None]:
     yield
