@@ -763,18 +763,7 @@ def test_a_malformed_record_mid_body_fails_as_on_the_thread_path(
     assert [t for _, t in chunks] == ["a ", "b ", "c "]
 
 
-@pytest.mark.parametrize("after", [
-    pytest.param("close", marks=pytest.mark.xfail(strict=True, reason=(
-        "Response.read_ready never raises the Dechunker's deferred error (read_some "
-        "checks dechunker.error first): the poller feeds the good payload, and the "
-        "next read, EOF, raises StreamInterrupted (a cut: map restarts it) instead "
-        "of ProtocolError"))),
-    pytest.param("stall", marks=pytest.mark.xfail(strict=True, reason=(
-        "Response.read_ready never raises the Dechunker's deferred error: with the "
-        "server silent the socket is never readable again, so the stream waits out "
-        "its idle timeout (StreamTimeout, or forever with idle=None) instead of "
-        "failing at once with ProtocolError"))),
-])
+@pytest.mark.parametrize("after", ["close", "stall"])
 def test_bad_chunk_framing_mid_body_fails_as_on_the_thread_path(
         monkeypatch: pytest.MonkeyPatch, after: str) -> None:
     outcomes = _same_as_the_thread_path(_bad_framing_then(after), monkeypatch)

@@ -25,7 +25,7 @@ import selectors
 import socket
 import threading
 import time
-from typing import Callable, Optional
+from typing import Callable, List, Optional
 
 __all__ = ["IDLE_EXIT_S", "Poller", "Watch"]
 
@@ -91,8 +91,13 @@ class Poller:
         with self._lock:
             if self._closed:
                 return False
+            try:
+                self._selector.register(watch.sock, selectors.EVENT_READ, watch)
+            except KeyError:  # a closed socket still registered holds this fd number
+                for closed in self._end_closed():
+                    closed._end()
+                self._selector.register(watch.sock, selectors.EVENT_READ, watch)
             watch.active = True
-            self._selector.register(watch.sock, selectors.EVENT_READ, watch)
             self._watched += 1
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name=self._name,
@@ -141,8 +146,13 @@ class Poller:
         idle_since: Optional[float] = None
         stop = False
         while not stop:
-            events = self._selector.select(_SELECT_S)
-            ended = []
+            ended: List[Watch] = []
+            try:
+                events = self._selector.select(_SELECT_S)
+            except (OSError, ValueError):  # a watched socket was closed by its owner
+                events = []
+                with self._lock:
+                    ended = self._end_closed()
             with self._lock:
                 for key, _ in events:
                     watch = key.data
@@ -163,6 +173,16 @@ class Poller:
                         self._free()
             for watch in ended:
                 watch._end()
+
+    def _end_closed(self) -> List[Watch]:
+        """Forget the watches whose socket was closed while watched (a misuse:
+        unwatch first); they end as if their step had said so (lock held).
+        The caller releases them (:meth:`Watch._end`)."""
+        closed = [key.data for key in list(self._selector.get_map().values())
+                  if isinstance(key.data, Watch) and key.data.sock.fileno() < 0]
+        for watch in closed:
+            self._forget(watch)
+        return closed
 
     @staticmethod
     def _step(watch: Watch) -> bool:

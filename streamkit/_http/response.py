@@ -149,6 +149,12 @@ class Response:
         """The body has been read to its end."""
         return self._eof
 
+    @property
+    def broken(self) -> bool:
+        """The framing broke after bytes already returned: the next read raises
+        the error (:meth:`read_some` does, at once, without waiting)."""
+        return self._dechunker is not None and self._dechunker.error is not None
+
     def read_ready(self) -> Optional[bytes]:
         """One non-blocking read after the poller saw the socket readable.
 
@@ -162,6 +168,8 @@ class Response:
         """
         if self._cancel.cancelled:
             raise Cancelled()
+        if self._dechunker is not None and self._dechunker.error is not None:
+            raise self._dechunker.error
         assert self._direct is not None
         size = READ_SIZE if self._left is None else min(READ_SIZE, self._left)
         try:

@@ -63,7 +63,9 @@ class PolledBody:
         """
         sock = self.response.pollable()
         assert sock is not None
-        while not self.stopped:
+        # Broken framing after good bytes: no read may come to raise it here
+        # (a server gone silent), so the worker's own read_some raises it.
+        while not self.stopped and not self.response.broken:
             watch = Watch(sock, self.step)
             self.response.start_polling()
             try:
@@ -98,7 +100,7 @@ class PolledBody:
                 if not self.tx.offer(chunks):
                     self._pending = chunks
                     return True
-            return self.stopped
+            return self.stopped or self.response.broken
         except BaseException as exc:  # handed to the worker, raised there
             self.error = exc
             return True
