@@ -15,6 +15,13 @@ from httphelpers import FAST, WAIT, open_, read_all
 from rawserver import RawConn, RawServer, chunk, ndjson_handler
 
 from streamkit._http import CancelToken, Transport, connection
+from streamkit._http import transport as transport_module
+
+
+@pytest.fixture(autouse=True)
+def requests_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These are the tests of the urllib3/http.client connections: no lean path."""
+    monkeypatch.setattr(transport_module, "LEAN_PATH", False)
 
 
 @pytest.fixture

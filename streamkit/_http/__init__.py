@@ -7,6 +7,7 @@ Layers, each importing only those above it:
                   cancellable pools, head+body coalescing, arrival-stamping reader
 - ``chunked``     the chunked transfer decoder (pure)
 - ``translate``   requests/urllib3/socket errors -> streamkit errors, by phase
+- ``lean``        the lean path: a plain-HTTP POST and its reply head, pooled sockets
 - ``response``    Response: raw reads as they arrive, stamped, then back to the pool
 - ``bounded``     whole non-streaming bodies: size cap, no inflating, one deadline
 - ``poller``      Poller: one thread reading many sockets as they become readable

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import socket
 import time
-from typing import List, Mapping, Optional, Tuple
+from typing import Any, Callable, List, Mapping, Optional, Tuple
 
 import requests
 
@@ -33,6 +33,7 @@ from ..errors import Cancelled, StreamInterrupted, StreamkitError
 from .cancel import CancelToken
 from .chunked import Dechunker
 from .connection import BUFFER_SIZE, release, socket_file
+from .lean import Head
 from .translate import read_error, timeout_error
 
 __all__ = ["READ_SIZE", "TIMEOUT_SLACK_S", "Response"]
@@ -63,7 +64,10 @@ class Response:
         self.status: int = resp.status_code
         self.headers: Mapping[str, str] = {k.lower(): v for k, v in resp.headers.items()}
         self.url: str = resp.url
-        self._raw = resp.raw
+        self._raw: Any = resp.raw
+        self._give_back: Optional[Callable[[bool], None]] = None
+        self._prefetch = b""  # body bytes read with the head (the lean path)
+        self._will_close = False
         self._cancel = cancel
         self._body_timeout = body_timeout
         self._secrets = secrets
@@ -88,6 +92,42 @@ class Response:
         self._released = False
         if self._eof:
             self._release()
+
+    @classmethod
+    def from_socket(cls, head: Head, url: str, sock: socket.socket, cancel: CancelToken,
+                    body_timeout: Optional[float], give_back: Callable[[bool], None], *,
+                    secrets: Tuple[bytes, ...] = ()) -> Response:
+        """A response read straight from ``sock`` (the lean path, :mod:`.lean`).
+
+        ``head.rest`` is returned by the first read; ``give_back(reusable)``
+        is called once: True when the body was read to its end and the
+        connection may serve another request, False to close it.
+        """
+        self = cls.__new__(cls)
+        self.status, self.headers, self.url = head.status, head.headers, url
+        self._raw = None
+        self._give_back = give_back
+        self._cancel = cancel
+        self._body_timeout = body_timeout
+        self._secrets = secrets
+        self._fp, self._stamps, self._socket = None, None, sock
+        self.stamped = True
+        self._armed = sock.gettimeout()
+        self._polled_from = None
+        self._direct = sock
+        self._prefetch = head.rest
+        self._will_close = head.will_close
+        self.head_ns = self.read_ns = head.ns
+        self._dechunker = Dechunker() if head.chunked else None
+        self._left = None if head.chunked else head.length
+        if self._left is not None and len(self._prefetch) > self._left:
+            self._prefetch = self._prefetch[:self._left]  # bytes past the body: not reused
+            self._will_close = True
+        self._eof = self._left == 0
+        self._released = False
+        if self._eof:
+            self._release()
+        return self
 
     def __repr__(self) -> str:
         return f"<streamkit Response [{self.status}]>"
@@ -124,7 +164,7 @@ class Response:
         readiness check cannot see; the socket file's buffer is not empty
         yet; the body is complete)."""
         sock = self._direct
-        if sock is None or self._eof or type(sock) is not socket.socket:
+        if sock is None or self._eof or self._prefetch or type(sock) is not socket.socket:
             return None
         return sock
 
@@ -148,6 +188,11 @@ class Response:
     def complete(self) -> bool:
         """The body has been read to its end."""
         return self._eof
+
+    @property
+    def is_redirect(self) -> bool:
+        """A redirect with somewhere to go (see ``lean.Head.is_redirect``)."""
+        return self.status in (301, 302, 303, 307, 308) and "location" in self.headers
 
     @property
     def broken(self) -> bool:
@@ -222,12 +267,18 @@ class Response:
             return
         self._released = True
         self._cancel.detach_all()
-        self._raw.close()  # closes the connection too: it is mid-body
+        if self._give_back is not None:
+            self._give_back(False)
+        else:
+            self._raw.close()  # closes the connection too: it is mid-body
 
     # -- internals -----------------------------------------------------------
     def _recv(self, deadline: Optional[float], phase: str) -> bytes:
         if self._cancel.cancelled:
             raise Cancelled()
+        if self._prefetch:
+            prefetched, self._prefetch = self._prefetch, b""
+            return prefetched  # read_ns is the head's: they came off the socket together
         sock = self._direct
         size = READ_SIZE if self._left is None else min(READ_SIZE, self._left)
         while True:
@@ -302,7 +353,11 @@ class Response:
             return
         self._released = True
         self._cancel.detach_all()
-        release(self._raw, close_delimited=self._left is None and self._dechunker is None)
+        close_delimited = self._left is None and self._dechunker is None
+        if self._give_back is not None:
+            self._give_back(not (close_delimited or self._will_close))
+        else:
+            release(self._raw, close_delimited=close_delimited)
 
 
 def _armed_for(armed: Optional[float], remaining: Optional[float], early: float) -> bool:

@@ -38,7 +38,8 @@ from ..errors import (
 )
 from .cancel import CancelToken
 
-__all__ = ["forget_frames", "open_error", "read_error", "timeout_error"]
+__all__ = ["connect_failed", "connect_timed_out", "forget_frames", "no_reply_in_time",
+           "open_error", "read_error", "timeout_error"]
 
 
 def forget_frames(exc: BaseException) -> None:
@@ -91,16 +92,32 @@ def open_error(exc: requests.RequestException, url: str,
     if cancel is not None and cancel.cancelled:
         return Cancelled()
     if isinstance(exc, requests.ConnectTimeout):
-        return StreamTimeout(f"could not connect to {_origin(url)} in time (connect "
-                             "timeout); check the host, or raise Timeouts.connect",
-                             phase="connect")
+        return connect_timed_out(url)
     if isinstance(exc, requests.ReadTimeout):
-        return StreamTimeout(f"{_origin(url)} accepted the request but sent no reply in "
-                             "time (first_token timeout); a cold model load can take "
-                             "minutes: raise Timeouts.first_token", phase="first_token")
+        return no_reply_in_time(url)
     if isinstance(exc, (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
                         requests.exceptions.InvalidSchema)):
         return ConfigError(f"bad URL {url!r}: {_reason(exc)}")
+    return connect_failed(url, exc)
+
+
+def connect_timed_out(url: str) -> StreamTimeout:
+    """No connection to ``url`` within the connect timeout."""
+    return StreamTimeout(f"could not connect to {_origin(url)} in time (connect "
+                         "timeout); check the host, or raise Timeouts.connect",
+                         phase="connect")
+
+
+def no_reply_in_time(url: str) -> StreamTimeout:
+    """The reply head did not come within the first_token timeout."""
+    return StreamTimeout(f"{_origin(url)} accepted the request but sent no reply in "
+                         "time (first_token timeout); a cold model load can take "
+                         "minutes: raise Timeouts.first_token", phase="first_token")
+
+
+def connect_failed(url: str, exc: BaseException) -> ConnectError:
+    """Refused, DNS, reset or closed before the reply's head (``exc`` says which)."""
+    forget_frames(exc)
     if any(isinstance(e, OSError) and e.errno in _FD_EXHAUSTED for e in _chain(exc)):
         return ConnectError(f"too many open files: lower workers or raise ulimit -n (no "
                             f"socket could be opened for {_origin(url)}: {_reason(exc)})")

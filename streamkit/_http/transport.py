@@ -13,6 +13,11 @@ hands its body to the shared adapter's ``send``, and the session follows
 redirects. That is most of a short request's CPU saved, on the path where
 many workers compete for one GIL.
 
+The lean path: a plain ``http://`` URL with no proxy is then not sent
+through the adapter at all but written and read here (:mod:`.lean`), with
+the prepared headers, over its own pool of keep-alive sockets; TLS, proxies
+and redirects stay with requests (see ``docs/architecture.md``).
+
 Cancelling: the attempt's :class:`~.cancel.CancelToken` is attached to every
 pooled connection the attempt takes, so ``cancel()`` can shut the socket down
 in every phase: waiting for the status line, mid-body, and right after a
@@ -27,12 +32,15 @@ is there) before it leaves :meth:`Transport.open` or :meth:`Response.read_some`.
 
 from __future__ import annotations
 
+import functools
 import json
+import socket
 import threading
 import time
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 import requests
+from requests.utils import select_proxy
 
 from .._version import __version__
 from ..config import Secret, Timeouts
@@ -40,6 +48,7 @@ from ..errors import Cancelled, ConfigError
 from .bounded import INFO_BODY_LIMIT, read_bounded
 from .cancel import CancelToken
 from .connection import ACTIVE, Adapter
+from .lean import Key, LeanPool, LeanTarget, connect, exchange
 from .response import Response
 from .translate import open_error
 
@@ -50,6 +59,10 @@ BODY_TIMEOUT_S = 30.0
 
 DEFAULT_POOLS = 32
 """Hosts whose connection pools the shared adapter keeps."""
+
+LEAN_PATH = True
+"""Open plain-HTTP, unproxied requests on the lean path (:mod:`.lean`); False:
+always through requests (the tests of that path turn it off)."""
 
 MAX_TARGETS = 256
 """URLs whose prepared request a Transport keeps (see :class:`_Target`)."""
@@ -86,6 +99,7 @@ class Transport:
         self._secrets = _secrets(self._headers, api_key)
         self._local = threading.local()
         self._targets: Dict[str, _Target] = {}
+        self._lean_pool = LeanPool(pool_size)
         self._closed = False
 
     def __repr__(self) -> str:
@@ -118,9 +132,19 @@ class Transport:
             raise Cancelled()
         session = self._session()
         target = self._target(session, url)
+        redirect: Optional[Response] = None
+        if target.lean is not None:
+            lean = self._open_lean(target.lean, body, timeouts, cancel)
+            if not lean.is_redirect:
+                return lean
+            redirect = lean  # followed by requests, from this reply
         ACTIVE.token, ACTIVE.head_timeout = cancel, timeouts.first_token
         try:
-            resp = target.send(session, body, (timeouts.connect, timeouts.first_token))
+            if redirect is None:
+                resp = target.send(session, body, (timeouts.connect, timeouts.first_token))
+            else:
+                resp = target.follow(session, redirect, body,
+                                     (timeouts.connect, timeouts.first_token))
         except requests.RequestException as exc:
             cancel.detach_all()
             raise open_error(exc, url, cancel) from exc
@@ -135,6 +159,46 @@ class Transport:
             response.close()
             raise Cancelled()
         return response
+
+    def _open_lean(self, target: LeanTarget, body: bytes, timeouts: Timeouts,
+                   cancel: CancelToken) -> Response:
+        """:meth:`open` on the lean path (:mod:`.lean`); a redirect is returned
+        read and released, for requests to follow."""
+        sock = self._lean_pool.take(target.key)
+        while True:
+            reused = sock is not None
+            if sock is None:
+                sock = connect(target, timeouts.connect, cancel)
+            else:
+                cancel.attach(sock)
+            try:
+                head = exchange(sock, target, body, timeouts.first_token, cancel,
+                                reused=reused)
+            except BaseException:
+                cancel.detach(sock)
+                sock.close()
+                raise
+            if head is not None:
+                break
+            cancel.detach(sock)  # a keep-alive socket the server had closed
+            sock.close()
+            sock = None
+        response = Response.from_socket(
+            head, target.url, sock, cancel, timeouts.idle or BODY_TIMEOUT_S,
+            functools.partial(self._give_back, target.key, sock), secrets=self._secrets)
+        if head.is_redirect:
+            response.read_body()  # to its end: the connection is free again
+            response.close()
+        elif cancel.event.is_set():  # cancelled while the head was being parsed
+            response.close()
+            raise Cancelled()
+        return response
+
+    def _give_back(self, key: Key, sock: socket.socket, reusable: bool) -> None:
+        if reusable:
+            self._lean_pool.give(key, sock)
+        else:
+            sock.close()
 
     def request_json(self, method: str, url: str, body: Any = None, *,
                      timeout: float, limit: int = INFO_BODY_LIMIT) -> Tuple[int, Any]:
@@ -186,6 +250,7 @@ class Transport:
         """Close every pooled connection. Idempotent; in-flight streams end with errors."""
         self._closed = True
         self._adapter.close()
+        self._lean_pool.close()
 
     def _target(self, session: requests.Session, url: str) -> _Target:
         target = self._targets.get(url)
@@ -253,7 +318,8 @@ class _Target:
     would, so ``Authorization`` never follows a redirect to another host.
     """
 
-    __slots__ = ("_adapter", "_cert", "_headers", "_hooks", "_proxies", "_url", "_verify")
+    __slots__ = ("_adapter", "_cert", "_headers", "_hooks", "_proxies", "_url", "_verify",
+                 "lean")
 
     def __init__(self, session: requests.Session, adapter: Adapter, url: str) -> None:
         template = session.prepare_request(requests.Request("POST", url, data=b""))
@@ -267,6 +333,15 @@ class _Target:
         self._proxies: Any = settings["proxies"]
         self._verify: Any = settings["verify"]
         self._cert: Any = settings["cert"]
+        # The lean path (see .lean) where nothing requests does is needed.
+        self.lean: Optional[LeanTarget] = None
+        if (LEAN_PATH and self._url is not None and self._url.startswith("http://")
+                and select_proxy(self._url, self._proxies) is None
+                and not any(self._hooks.values())):
+            try:
+                self.lean = LeanTarget(self._url, self._headers)
+            except (ValueError, UnicodeError):  # headers http.client would refuse
+                self.lean = None
 
     def send(self, session: requests.Session, body: bytes,
              timeout: _Timeout) -> requests.Response:
@@ -274,6 +349,34 @@ class _Target:
 
         Raises what ``requests`` raises (RequestException and subclasses).
         """
+        request = self._prepared(body)
+        resp = self._adapter.send(request, stream=True, timeout=timeout, verify=self._verify,
+                                  cert=self._cert, proxies=self._proxies)
+        if resp.is_redirect:
+            resp = self._follow(session, resp, request, timeout)
+        return resp
+
+    def follow(self, session: requests.Session, redirect: Response, body: bytes,
+               timeout: _Timeout) -> requests.Response:
+        """Follow the redirect the lean path got for POSTing ``body`` (read and
+        released), as :meth:`send` would have; the final response.
+
+        Raises what ``requests`` raises.
+        """
+        request = self._prepared(body)
+        resp = requests.Response()
+        resp.status_code = redirect.status
+        resp.headers = requests.structures.CaseInsensitiveDict(redirect.headers)
+        resp.url = redirect.url
+        resp.request = request
+        # PRIVATE: Response._content/_content_consumed, which resolve_redirects
+        # reads ("consume the socket") and close() checks. Checked on requests
+        # 2.28 and 2.32.
+        resp._content = b""  # consumed: nothing left to read or release
+        resp._content_consumed = True  # type: ignore[attr-defined]
+        return self._follow(session, resp, request, timeout)
+
+    def _prepared(self, body: bytes) -> requests.PreparedRequest:
         request = requests.PreparedRequest()
         request.method = "POST"
         request.url = self._url
@@ -282,11 +385,7 @@ class _Target:
         request.headers = headers
         request.body = body
         request.hooks = self._hooks
-        resp = self._adapter.send(request, stream=True, timeout=timeout, verify=self._verify,
-                                  cert=self._cert, proxies=self._proxies)
-        if resp.is_redirect:
-            resp = self._follow(session, resp, request, timeout)
-        return resp
+        return request
 
     def _follow(self, session: requests.Session, resp: requests.Response,
                 request: requests.PreparedRequest,
