@@ -67,6 +67,8 @@ always through requests (the tests of that path turn it off)."""
 MAX_TARGETS = 256
 """URLs whose prepared request a Transport keeps (see :class:`_Target`)."""
 
+_CLOSED = "this streamkit client (transport) is closed"
+
 _USER_AGENT = f"streamkit/{__version__} (+requests/{requests.__version__})"
 
 
@@ -130,14 +132,20 @@ class Transport:
         """
         if cancel.cancelled:
             raise Cancelled()
-        session = self._session()
-        target = self._target(session, url)
+        # No Session for a URL seen before on the lean path: making one (two
+        # adapters, their pool managers) is a start burst's cost per thread.
+        target = self._targets.get(url)
+        if target is None:
+            target = self._target(self._session(), url)
         redirect: Optional[Response] = None
         if target.lean is not None:
+            if self._closed:
+                raise RuntimeError(_CLOSED)
             lean = self._open_lean(target.lean, body, timeouts, cancel)
             if not lean.is_redirect:
                 return lean
             redirect = lean  # followed by requests, from this reply
+        session = self._session()
         ACTIVE.token, ACTIVE.head_timeout = cancel, timeouts.first_token
         try:
             if redirect is None:
@@ -262,7 +270,7 @@ class Transport:
 
     def _session(self) -> requests.Session:
         if self._closed:
-            raise RuntimeError("this streamkit client (transport) is closed")
+            raise RuntimeError(_CLOSED)
         session: Optional[requests.Session] = getattr(self._local, "session", None)
         if session is None:
             session = requests.Session()
