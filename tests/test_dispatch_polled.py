@@ -388,9 +388,12 @@ def test_map_restarts_a_polled_stream_cut_mid_body_on_another_host(spy: Spy, how
 
 def test_a_polled_stream_cut_after_its_chunks_went_out_is_replayed_seamlessly(
         spy: Spy) -> None:
+    taken = threading.Event()
+
     def cut(conn: RawConn) -> None:
         for token in TOKENS[1:3]:
             conn.send_chunk(WIRE.token(token))
+        taken.wait(WAIT)  # cut once the consumer holds them (before, it is a restart)
         conn.cut()
     retry = RetryPolicy(attempts=2, backoff_base=0.01, backoff_max=0.05, on_interrupt="replay")
     # The replay is read by its worker (only a first reading is polled).
@@ -400,6 +403,7 @@ def test_a_polled_stream_cut_after_its_chunks_went_out_is_replayed_seamlessly(
         stream = d.submit(req())
         it = iter(stream)
         seen = [next(it) for _ in range(3)]  # the consumer has these: no restart now
+        taken.set()
         rest, error = drain(stream)
     chunks = seen + rest
     assert error is None and _indices_once_in_order(chunks)
