@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import time
 from typing import Iterator
 
 import pytest
@@ -140,8 +141,10 @@ def test_the_head_deadline_holds_however_the_bytes_trickle(transport: Transport)
                 return
 
     with RawServer(trickle) as server:
+        started = time.monotonic()
         with pytest.raises(StreamTimeout) as info:
             open_(transport, server.url, timeouts=Timeouts(connect=2, first_token=0.3, idle=5))
+        assert time.monotonic() - started < 1.5  # the trickle lasts 2.5 s: a deadline, in all
         assert info.value.phase == "first_token"
         assert server.disconnects.wait(WAIT)
 
