@@ -162,8 +162,10 @@ def test_one_wake_up_runs_the_steps_of_every_ready_watch(
 
 # -- unwatch -------------------------------------------------------------------
 
-def test_unwatch_never_returns_while_a_step_of_that_watch_runs(
-        poller: Poller, pairs: Callable[[], Pair]) -> None:
+def _held_step(poller: Poller, pairs: Callable[[], Pair]
+               ) -> Tuple[socket.socket, Watch, threading.Event, List[str]]:
+    """A watch whose step is running now and returns (logging it) once
+    ``release`` is set: (writer, watch, release, log)."""
     writer, reader = pairs()
     in_step, release = threading.Event(), threading.Event()
     log: List[str] = []
@@ -178,6 +180,12 @@ def test_unwatch_never_returns_while_a_step_of_that_watch_runs(
     assert poller.watch(watch)
     writer.sendall(b"x")
     assert in_step.wait(WAIT)
+    return writer, watch, release, log
+
+
+def test_unwatch_never_returns_while_a_step_of_that_watch_runs(
+        poller: Poller, pairs: Callable[[], Pair]) -> None:
+    writer, watch, release, log = _held_step(poller, pairs)
     unwatched: List[bool] = []
 
     def unwatch() -> None:
@@ -317,20 +325,7 @@ def test_close_ends_every_active_watch_and_joins_the_thread(
 
 
 def test_close_waits_for_a_running_step(poller: Poller, pairs: Callable[[], Pair]) -> None:
-    writer, reader = pairs()
-    in_step, release = threading.Event(), threading.Event()
-    log: List[str] = []
-
-    def step() -> bool:
-        in_step.set()
-        release.wait(WAIT)
-        reader.recv(4096)
-        log.append("step returned")
-        return False
-    watch = Watch(reader, step)
-    assert poller.watch(watch)
-    writer.sendall(b"x")
-    assert in_step.wait(WAIT)
+    _, watch, release, log = _held_step(poller, pairs)
     closer = threading.Thread(target=lambda: (poller.close(), log.append("closed")))
     closer.start()
     closer.join(0.3)
