@@ -31,13 +31,14 @@ from ..errors import Cancelled, ConnectError
 from .cancel import CancelToken
 from .translate import connect_failed, connect_timed_out, no_reply_in_time
 
-__all__ = ["MAX_HEAD", "Head", "Key", "LeanPool", "LeanTarget", "connect", "exchange"]
+__all__ = ["MAX_HEAD", "REDIRECTS", "Head", "Key", "LeanPool", "LeanTarget", "connect", "exchange"]
 
 MAX_HEAD = 64 * 1024
 """Largest reply head (status line and headers) accepted."""
 
 _READ = 64 * 1024
-_REDIRECTS = frozenset((301, 302, 303, 307, 308))
+REDIRECTS = frozenset((301, 302, 303, 307, 308))
+"""Statuses requests follows (with a Location header)."""
 
 Key = Tuple[str, int]
 
@@ -66,10 +67,6 @@ class Head:
         connection = headers.get("connection", "").lower()
         self.will_close = ("close" in connection or (http10 and "keep-alive" not in connection)
                            or (not self.chunked and self.length is None))
-
-    @property
-    def is_redirect(self) -> bool:
-        return self.status in _REDIRECTS and "location" in self.headers
 
 
 class LeanTarget:

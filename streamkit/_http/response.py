@@ -33,7 +33,7 @@ from ..errors import Cancelled, StreamInterrupted, StreamkitError
 from .cancel import CancelToken
 from .chunked import Dechunker
 from .connection import BUFFER_SIZE, release, socket_file
-from .lean import Head
+from .lean import REDIRECTS, Head
 from .translate import read_error, timeout_error
 
 __all__ = ["READ_SIZE", "TIMEOUT_SLACK_S", "Response"]
@@ -191,8 +191,8 @@ class Response:
 
     @property
     def is_redirect(self) -> bool:
-        """A redirect with somewhere to go (see ``lean.Head.is_redirect``)."""
-        return self.status in (301, 302, 303, 307, 308) and "location" in self.headers
+        """A redirect with somewhere to go, which requests would follow."""
+        return self.status in REDIRECTS and "location" in self.headers
 
     @property
     def broken(self) -> bool:

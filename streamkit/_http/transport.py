@@ -194,7 +194,7 @@ class Transport:
         response = Response.from_socket(
             head, target.url, sock, cancel, timeouts.idle or BODY_TIMEOUT_S,
             functools.partial(self._give_back, target.key, sock), secrets=self._secrets)
-        if head.is_redirect:
+        if response.is_redirect:
             response.read_body()  # to its end: the connection is free again
             response.close()
         elif cancel.event.is_set():  # cancelled while the head was being parsed
