@@ -210,6 +210,23 @@ def test_router_in_flight_failures_of_one_outage_do_not_lengthen_the_cooldown() 
     assert snap["failures"] == 1 and snap["cooldown_left"] == 1.0 and snap["in_flight"] == 0
 
 
+def test_router_success_of_a_request_in_flight_during_an_outage_keeps_the_cooldown() -> None:
+    # A stopping server refuses new connections while it drains old ones: the
+    # drained successes must not make it healthy (no probation, then a flood).
+    clock = FakeClock()
+    a, b = "http://a:1", "http://b:1"
+    router = _router((a, 4), (b, 4), clock=clock)
+    never = threading.Event()
+    assert [router.acquire([], never) for _ in range(2)] == [a, b]
+    assert router.acquire([], never) == a  # two in flight on a
+    router.release(a, ConnectError("refused"), False)
+    router.release(a, None, True)  # the older request on a finishes well
+    assert router.snapshot()[a]["failures"] == 1 and router.cooled_down(a)
+    clock.now += 1.01
+    assert router.acquire([], never) == a  # one probe, not a flood
+    assert [router.acquire([], never) for _ in range(3)] == [b] * 3
+
+
 def test_router_ignores_bad_replies_after_streaming_and_request_errors() -> None:
     router = _router("http://a:1")
     never = threading.Event()

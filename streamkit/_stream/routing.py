@@ -16,7 +16,8 @@ Host router rules:
   that had started (reset, end of body without the done record, idle
   timeout). A failed host is cooled down: ``1 s, 2 s, 4 s ... 30 s`` for
   consecutive failures. Failures of requests that were already in flight when
-  the cooldown began do not lengthen it (one outage, one step).
+  the cooldown began do not lengthen it (one outage, one step), and their
+  successes while it lasts do not make the host healthy.
 - After its cooldown a host is on probation: it takes one request (the
   probe) and no other until that request releases it. A probe that succeeds
   or streams makes the host healthy again (the count resets); one that fails
@@ -233,7 +234,10 @@ class HostRouter:
             entry.probing = False  # whichever request it was, the host has answered
             if error is not None and is_host_failure(error):
                 self._cool_down(entry)
-            elif error is None or streamed:
+            elif (error is None or streamed) and entry.cool_until <= self._clock():
+                # A request that was in flight when the outage began may still
+                # finish well (a server draining as it stops); that says nothing
+                # about new connections, so it does not end the cooldown early.
                 entry.failures = 0
             self._cond.notify_all()
 
