@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import select
 import socket
+import struct
 import time
-from typing import Iterator
+from typing import Iterator, List, Tuple
 
 import pytest
 from httphelpers import FAST, WAIT, open_, read_all
@@ -198,3 +200,45 @@ def test_bytes_past_a_content_length_body_are_not_read_as_the_next_reply(
         assert resp.status == 200
         resp.close()
         assert server.connections.value == 2  # the first one was not put back
+
+
+def _tcp_pairs(n: int) -> List[Tuple[socket.socket, socket.socket]]:
+    """``n`` loopback TCP connections as (client end, server end)."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        pairs = []
+        for _ in range(n):
+            mine = socket.create_connection(listener.getsockname())
+            peer, _ = listener.accept()
+            pairs.append((mine, peer))
+        return pairs
+
+
+def test_the_pool_hands_out_only_sockets_the_server_has_not_given_up() -> None:
+    # Checked before reuse: a server that closed, reset or sent bytes nobody
+    # asked for makes an idle socket useless; it is closed, not handed out.
+    from streamkit._http.lean import LeanPool
+
+    key = ("127.0.0.1", 1)
+    pool = LeanPool(8)
+    pairs = _tcp_pairs(4)
+    live, closed, chatty, reset = pairs
+    closed[1].close()
+    chatty[1].sendall(b"HTTP/1.1 408 Request Timeout\r\n\r\n")
+    reset[1].setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    reset[1].close()
+    try:
+        deadline = time.monotonic() + WAIT
+        while not all(select.select([mine], [], [], 0)[0] for mine, _ in pairs[1:]):
+            assert time.monotonic() < deadline, "the loopback peers' ends never arrived"
+            time.sleep(0.01)  # polling socket state with a deadline
+        for mine, _ in pairs:  # the live one is given first, so taken last
+            pool.give(key, mine)
+        assert pool.take(key) is live[0]
+        assert all(mine.fileno() == -1 for mine, _ in (closed, chatty, reset))
+        assert pool.take(key) is None
+        assert live[0].fileno() != -1
+    finally:
+        pool.close()
+        for mine, peer in pairs:
+            mine.close()
+            peer.close()
