@@ -27,7 +27,8 @@ import weakref
 from typing import TYPE_CHECKING, Any, Callable, List, Optional, Union
 
 from ._http import Poller, Transport
-from ._stream.channel import Cancellable, ReceiveEnd, Sink, Stopped
+from ._stream.channel import ReceiveEnd, Stopped
+from ._stream.chanstate import Cancellable, Sink
 from ._stream.routing import FixedRoute, Route
 from ._stream.worker import Worker
 from .config import RetryPolicy, Timeouts, check_count

@@ -12,10 +12,11 @@ whichever comes first wins: the worker's ``finally`` (success, server error,
 timeout, crash) or ``cancel()`` (which does not wait for a worker that may
 still be blocked in a connect).
 
-Shape: one shared :class:`ChannelState` and two ends over it, as in trio's
-memory channels. :class:`SendEnd` belongs to the producer (the worker),
-:class:`ReceiveEnd` to the consumer (the ``Stream``). The channel knows
-nothing of HTTP or of what a Result holds: it is given
+Shape: one shared :class:`.chanstate.ChannelState` (its lock and how threads
+wait on it are there) and two ends over it, as in trio's memory channels.
+:class:`SendEnd` belongs to the producer (the worker), :class:`ReceiveEnd`
+to the consumer (the ``Stream``). The channel knows nothing of HTTP or of
+what a Result holds: it is given
 
 - a :class:`Cancellable` (``cancel()``, ``cancelled``, ``event``): what
   stops the producer when the stream is cancelled;
@@ -34,24 +35,13 @@ thrown away.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
-import time
-from collections import deque
-from typing import (
-    TYPE_CHECKING,
-    Callable,
-    Deque,
-    List,
-    Optional,
-    Protocol,
-    Tuple,
-    Union,
-)
+from typing import TYPE_CHECKING, Callable, List, Optional, Tuple, Union
 
 from ..errors import Cancelled
 from ..records import Chunk, Result
+from .chanstate import Cancellable, ChannelState, Recorder, Sink, wake_waiters
 
 if TYPE_CHECKING:
     import asyncio
@@ -63,32 +53,8 @@ PUT_POLL_S = 0.25
 An explicit cancel() wakes it at once; this only bounds the garbage-collector
 path, whose finalizer may not take locks."""
 
-Sink = Callable[[Chunk], None]
 #: Builds the end record for an error (None: success); called with the channel lock held.
 Build = Callable[[Optional[BaseException]], Result]
-Waiter = Tuple["asyncio.AbstractEventLoop", "asyncio.Future[None]"]
-
-
-class Cancellable(Protocol):
-    """What the channel needs of a cancel token (``transport.CancelToken`` is one)."""
-
-    event: threading.Event
-
-    @property
-    def cancelled(self) -> bool: ...
-
-    def cancel(self) -> bool:
-        """Cancel the producer's work; True if this call did it. Never blocks."""
-
-
-class Recorder(Protocol):
-    """Keeps the record of what the channel delivered (text, timing...)."""
-
-    def record(self, chunks: List[Chunk]) -> None:
-        """Account for a batch the channel accepted; called with the channel lock held."""
-
-    def reset(self) -> None:
-        """Forget every batch recorded so far (a restart); called with the channel lock held."""
 
 
 def discard(chunk: Chunk) -> None:
@@ -116,86 +82,6 @@ class BatchSink:
 
 class Stopped(Exception):
     """The stream ended (cancelled) while the producer was still sending."""
-
-
-class ChannelState:
-    """The state both ends share.
-
-    Lock rules: ``lock`` (shared by the two Conditions) guards every field
-    below and the recorder's writes. ``end`` is written once, by
-    :meth:`SendEnd.finish`.
-
-    Waking the consumer is the per-chunk cost of a stream whose consumer
-    keeps up, so it is one ``release`` of a lock made once per channel:
-    ``bell`` is held while nobody rings it; the consumer sets ``ringing``,
-    lets go of ``lock`` and blocks acquiring ``bell``; a producer that finds
-    ``ringing`` set clears it and releases ``bell`` (both under ``lock``, so
-    a ring can never be given twice; the woken consumer cannot run before
-    the producer lets go of the GIL, by then it has let go of ``lock`` too).
-    Nobody waiting, nothing rung: a send costs no wake-up at all. A second
-    thread taking at the same time (not the usual shape) waits on the
-    ``items`` Condition instead. ``space`` is notified when chunks are taken,
-    the bound is lifted or the stream ends (the producer waits on it).
-    The bell, the Conditions and the Event are made, under the lock, by the
-    first thread that waits: most streams of a fan-out never wait, and
-    making them is most of the cost of a Stream.
-    """
-
-    __slots__ = ("batches", "bell", "callbacks", "canceller", "capacity", "claimed",
-                 "discarding", "end", "ended", "items", "largest_batch", "lock", "peak_queued",
-                 "putting", "queued", "recorder", "ringing", "seen", "sink", "space", "taking",
-                 "unbounded", "waiters", "wakes")
-
-    def __init__(self, capacity: int, canceller: Cancellable, recorder: Recorder) -> None:
-        self.capacity = capacity
-        self.canceller = canceller
-        self.recorder = recorder
-        self.lock = threading.Lock()
-        self.bell: Optional[threading.Lock] = None
-        self.ringing = False
-        self.wakes = 0  # consumer wake-ups (observability, tests)
-        self.items: Optional[threading.Condition] = None
-        self.space: Optional[threading.Condition] = None
-        self.ended: Optional[threading.Event] = None
-        self.batches: Deque[List[Chunk]] = deque()
-        self.queued = 0
-        self.peak_queued = 0  # most chunks ever queued (observability, tests)
-        self.largest_batch = 0
-        self.unbounded = False
-        # Threads waiting on items (a second consumer) and on space (the
-        # producer): the per-read notify is skipped when nobody waits.
-        self.taking = 0
-        self.putting = 0
-        self.waiters: List[Waiter] = []
-        self.end: Optional[Result] = None
-        self.callbacks: List[Callable[[Result], None]] = []
-        self.claimed = False
-        self.sink: Optional[Sink] = None
-        self.discarding = False  # claimed with ``discard``: chunks are dropped
-        self.seen = False  # a chunk reached the consumer (taken, or handed to its sink)
-
-    def wake_takers(self, every: bool) -> None:
-        """Wake the consumer waiting on the bell, and one (``every``: all) of the
-        threads waiting on ``items``; nothing when nobody waits (lock held)."""
-        if self.ringing:
-            self.ringing = False
-            self.wakes += 1
-            assert self.bell is not None
-            self.bell.release()
-        if self.taking:
-            assert self.items is not None
-            self.wakes += 1
-            if every:
-                self.items.notify_all()
-            else:
-                self.items.notify()
-
-    def take_waiters(self) -> List[Waiter]:
-        """The asyncio waiters to wake, removed from the state (lock held)."""
-        waiters = self.waiters
-        if waiters:
-            self.waiters = []
-        return waiters
 
 
 def open_channel(capacity: int, canceller: Cancellable,
@@ -318,7 +204,7 @@ class SendEnd:
                 s.seen = True
             waiters = s.take_waiters() if s.waiters else None
         if waiters:
-            _wake(waiters)
+            wake_waiters(waiters)
         if sink is not None:
             if type(sink) is BatchSink:
                 sink.put(chunks)
@@ -342,7 +228,7 @@ class SendEnd:
                 s.space.notify_all()
             waiters = s.take_waiters()
             callbacks, s.callbacks = s.callbacks, []
-        _wake(waiters)
+        wake_waiters(waiters)
         for fn in callbacks:
             _call_back(fn, end)
         return True
@@ -414,7 +300,7 @@ class ReceiveEnd:
                     finally:
                         s.taking -= 1
                 else:
-                    _wait_bell(s, timeout)
+                    s.wait_bell(timeout)
             if s.batches:
                 batch = s.batches.popleft()
                 s.seen = True
@@ -469,46 +355,8 @@ class ReceiveEnd:
         _call_back(fn, end)
 
 
-def _wait_bell(s: ChannelState, timeout: Optional[float]) -> None:
-    """Wait (``s.lock`` held on entry and on return) until a batch or the end
-    arrives or ``timeout`` passes, on the bell (see :class:`ChannelState`)."""
-    bell = s.bell
-    if bell is None:
-        bell = s.bell = threading.Lock()
-        bell.acquire()  # held: not rung
-    deadline = None if timeout is None else time.monotonic() + timeout
-    while not s.batches and s.end is None:
-        wait = -1.0
-        if deadline is not None:
-            wait = deadline - time.monotonic()
-            if wait <= 0:
-                return
-        s.ringing = True
-        rung = False
-        s.lock.release()
-        try:
-            rung = bell.acquire(True, wait)
-        finally:
-            s.lock.acquire()
-            if s.ringing:  # nobody rang
-                s.ringing = False
-            elif not rung:  # rung as the wait ended: take the ring back so the bell is held
-                bell.acquire(False)
-
-
 def _call_back(fn: Callable[[Result], None], result: Result) -> None:
     try:
         fn(result)
     except Exception:
         logger.exception("a Stream done-callback raised")
-
-
-def _wake(waiters: List[Waiter]) -> None:
-    for loop, fut in waiters:
-        with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
-            loop.call_soon_threadsafe(_resolve, fut)
-
-
-def _resolve(fut: asyncio.Future[None]) -> None:
-    if not fut.done():
-        fut.set_result(None)

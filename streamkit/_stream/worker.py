@@ -36,7 +36,8 @@ from ..errors import (
 from ..records import Chunk, Request, ResponseCache, Result, Stats
 from ..retry import Attempts
 from ..wire import Decoder, Dialect
-from .channel import Build, Sink, Stopped, open_channel
+from .channel import Build, Stopped, open_channel
+from .chanstate import Sink
 from .deadlines import Deadlines
 from .delivery import Delivered
 from .polled import PolledBody
