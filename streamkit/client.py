@@ -12,11 +12,10 @@ construction and the transport is thread-safe.
 from __future__ import annotations
 
 import threading
-import time
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Union
 
 from . import _args as args
-from . import _json
+from . import _pull
 from ._http import CancelToken, Transport
 from .config import (
     RetryPolicy,
@@ -31,7 +30,6 @@ from .errors import (
     ConfigError,
     ConnectError,
     ResponseError,
-    ServerStreamError,
     StreamError,
     StreamTimeout,
 )
@@ -47,7 +45,6 @@ from .records import (
 )
 from .stream import FixedRoute, Route, Stream
 from .wire import Dialect, get_dialect
-from .wire.lines import LineFramer
 
 __all__ = ["Client"]
 
@@ -362,24 +359,7 @@ class Client:
             if not 200 <= response.status < 300:
                 raise self._dialect.error_for_status(response.status, response.read_body(),
                                                      response.headers, model)
-            framer = LineFramer()
-            idle = self.timeouts.idle
-            # idle bounds the wait for the next whole record, not for the next
-            # bytes: a server trickling a record that never ends still times out
-            deadline = None if idle is None else time.monotonic() + idle
-            while True:
-                data = response.read_some(
-                    None if deadline is None else deadline - time.monotonic())
-                lines = framer.feed(data) if data else framer.flush()
-                if lines and idle is not None:
-                    deadline = time.monotonic() + idle
-                for line in lines:
-                    record = _decode_record(line)
-                    if record.get("error"):
-                        raise ServerStreamError(f"pulling {model!r} failed: {record['error']}")
-                    yield record
-                if not data:
-                    return
+            yield from _pull.progress(response, model, self.timeouts.idle)
         finally:
             response.close()
 
@@ -436,13 +416,3 @@ def _json_bytes(value: Any) -> bytes:
     import json
     return json.dumps(value, separators=(",", ":")).encode("utf-8")
 
-
-def _decode_record(line: bytes) -> Dict[str, Any]:
-    from .errors import ProtocolError
-    try:
-        record = _json.loads(line)
-    except _json.DECODE_ERRORS as exc:
-        raise ProtocolError(f"undecodable progress record from the server: {exc}") from exc
-    if not isinstance(record, dict):
-        raise ProtocolError("a progress record from the server is not a JSON object")
-    return record
