@@ -235,8 +235,16 @@ class Client:
 
         No worker thread: for many streams on threads of your own, e.g.
         ``client.run(GenerateRequest("llama3.2", p), lambda c: print(c.text))``.
+        To cancel it from another thread, use :meth:`prepare`.
         """
-        return self._new_stream(request).run(on_chunk)
+        return self.prepare(request).run(on_chunk)
+
+    def prepare(self, request: Request) -> Stream:
+        """A Stream for ``request``, not started: ``stream.run(on_chunk)`` runs
+        it in the calling thread (as :meth:`run` does), and ``stream.cancel()``
+        from any other thread ends it at once, the connection closed so the
+        server stops. Never blocks."""
+        return self._new_stream(request)
 
     def _new_stream(self, request: Request, route: Optional[Route] = None) -> Stream:
         """A Stream for ``request``, not started (the Dispatcher runs it on its pool)."""

@@ -164,7 +164,7 @@ class Stream:
         """Run this stream in the calling thread, handing each chunk to
         ``on_chunk`` as it arrives; return the Result.
 
-        For a stream not yet started (``Client.run`` makes one): no worker
+        For a stream not yet started (``Client.prepare`` makes one): no worker
         thread and no queue, so it is the cheapest way to stream from threads
         of your own (one thread per stream instead of two; see
         benchmarks/README.md). Blocks until the
@@ -179,7 +179,7 @@ class Stream:
         """
         if self._started:
             raise RuntimeError("this Stream is already running; run() takes a stream not "
-                               "yet started (Client.run makes one)")
+                               "yet started (Client.prepare makes one)")
         raised: List[BaseException] = []
 
         def sink(chunk: Chunk) -> None:

@@ -11,6 +11,7 @@ import pytest
 from rawserver import RawConn, RawServer
 
 from streamkit import (
+    Cancelled,
     ChatRequest,
     ConfigError,
     ConnectError,
@@ -26,6 +27,7 @@ from streamkit.emulator import Emulator, EmulatorConfig, expected
 
 SECRET = "sk-test-0123456789abcdef"
 FAST_FAIL = RetryPolicy(attempts=2, backoff_base=0.01, backoff_max=0.02)
+WAIT = 5.0  # generous bound for "this happens soon" on a loaded 2-core machine
 
 
 @pytest.fixture(scope="module")
@@ -122,6 +124,35 @@ def test_run_cancels_the_stream_when_on_chunk_raises() -> None:
         assert len(taken) == 2
         # the connection was closed, so the server stopped generating
         assert emu.wait_until(lambda n: n["disconnects"] >= 1, timeout=10), emu.counters()
+
+
+@pytest.mark.parametrize("when", ["before the first token", "mid-body"])
+def test_a_prepared_stream_run_here_is_cancelled_from_another_thread(when: str) -> None:
+    config = (EmulatorConfig(first_token_delay=30) if when == "before the first token"
+              else EmulatorConfig(tokens_per_second=20))
+    outcome: List[Any] = []
+    first = threading.Event()
+    with Emulator(config) as emu, Client(emu.url) as c:
+        stream = c.prepare(GenerateRequest("demo", "a long story", options={"num_predict": 500}))
+        assert not stream.done and repr(stream).endswith("pending>")
+        runner = threading.Thread(
+            target=lambda: outcome.append(stream.run(lambda chunk: first.set())))
+        runner.start()
+        try:
+            if when == "mid-body":
+                assert first.wait(WAIT)
+            else:
+                assert emu.wait_until(lambda n: n["in_flight"] >= 1, timeout=WAIT)
+            assert stream.cancel()
+            runner.join(WAIT)
+            assert not runner.is_alive(), "run() did not return after cancel()"
+        finally:
+            stream.cancel()
+            runner.join(WAIT)
+        assert isinstance(outcome[0].error, Cancelled)
+        assert first.is_set() == (when == "mid-body")
+        # the connection was closed, so the server stopped
+        assert emu.wait_until(lambda n: n["disconnects"] >= 1, timeout=WAIT), emu.counters()
 
 
 def test_run_refuses_a_started_stream(client: Client) -> None:
