@@ -3,6 +3,7 @@
 - :mod:`.config`: :class:`BatchConfig`, the one list of batch options.
 - :mod:`.input`: prompt files (formats, validation, line numbers).
 - :mod:`.output`: result files (append-only JSONL, resume, the error file).
+- :mod:`.records`: what a result or error line says, and its JSON encoding.
 - :mod:`.check`: the first pass over a prompt file; :func:`check_prompts`.
 - :mod:`.run`: :func:`run_batch`.
 - :mod:`.cache`: :class:`SQLiteCache`, a persistent response cache.

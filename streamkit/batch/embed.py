@@ -60,7 +60,7 @@ from ..errors import (
 from ..records import EmbedRequest, EmbedResult
 from .cache import request_key
 from .input import Problem, PromptLine, read_prompts
-from .output import encode, error_record, timing_record
+from .records import encode, error_record, timing_record
 
 if TYPE_CHECKING:
     import threading

@@ -52,14 +52,8 @@ from .executor import ExecutorFactory, open_executor
 from .input import InputFile, Problem, PromptLine, read_prompts
 from .lock import OutputLock
 from .models import ModelCheck
-from .output import (
-    ErrorLog,
-    RecordWriter,
-    Syncer,
-    error_record,
-    require_regular_file,
-    result_record,
-)
+from .output import ErrorLog, RecordWriter, Syncer, require_regular_file
+from .records import error_record, result_record
 from .resume import ResumeState, drop_ids, repair, scan_output, short_hash
 from .summary import BatchSummary
 
