@@ -21,7 +21,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from . import errors as _errors
 from .batch import BatchConfig
-from .batch.input import Problem, parse_object
+from .batch.promptline import Problem, parse_object
 from .batch.run import build_request
 from .config import HostSpec, RetryPolicy, Timeouts
 from .errors import Cancelled, ConfigError, ResponseError, StreamkitError

@@ -59,7 +59,8 @@ from ..errors import (
 )
 from ..records import EmbedRequest, EmbedResult
 from .cache import request_key
-from .input import Problem, PromptLine, read_prompts
+from .input import read_prompts
+from .promptline import Problem, PromptLine
 from .records import encode, error_record, timing_record
 
 if TYPE_CHECKING:

@@ -49,10 +49,11 @@ from .cache import digest_keyed, request_key
 from .check import PromptFileError, Scan, scan_file
 from .config import BatchConfig
 from .executor import ExecutorFactory, open_executor
-from .input import InputFile, Problem, PromptLine, read_prompts
+from .input import InputFile, read_prompts
 from .lock import OutputLock
 from .models import ModelCheck
 from .output import ErrorLog, RecordWriter, Syncer, require_regular_file
+from .promptline import Problem, PromptLine
 from .records import error_record, result_record
 from .resume import ResumeState, drop_ids, repair, scan_output, short_hash
 from .summary import BatchSummary
