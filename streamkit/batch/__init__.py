@@ -6,6 +6,7 @@
 - :mod:`.output`: result files (append-only JSONL, resume, the error file).
 - :mod:`.records`: what a result or error line says, and its JSON encoding.
 - :mod:`.check`: the first pass over a prompt file; :func:`check_prompts`.
+- :mod:`.reopen`: opening an output for a run (resume, repair, changed prompts).
 - :mod:`.run`: :func:`run_batch`.
 - :mod:`.cache`: :class:`SQLiteCache`, a persistent response cache.
 """
