@@ -7,6 +7,8 @@ importable on any worker. :mod:`streamkit.ray` wraps it in Ray actors.
   per-host limit among actors (the rule is in docs/ray.md).
 - Rows: :func:`row_request` validates a Ray Data row by the batch-line rules
   and builds its request; :func:`row_output` is the row that comes back.
+- :class:`StreamkitUDF`: the ``Dataset.map_batches`` callable class (rows in,
+  rows out through an :class:`ActorBody`); :mod:`streamkit.ray` exports it.
 - Results cross process boundaries as :data:`Packed` tuples: a Result with
   its error replaced by (type name, message, status code), because streamkit's
   errors take keyword-only arguments and do not unpickle.
@@ -21,14 +23,15 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from . import errors as _errors
 from .batch import BatchConfig
-from .batch.input import Problem, parse_object
+from .batch.promptline import Problem, parse_object
 from .batch.run import build_request
 from .config import HostSpec, RetryPolicy, Timeouts
 from .errors import Cancelled, ConfigError, ResponseError, StreamkitError
 from .records import Request, Result
 
-__all__ = ["ActorBody", "ErrorInfo", "OUTPUT_COLUMNS", "Packed", "ROW_FIELDS", "pack",
-           "row_output", "row_request", "rows_of", "split_count", "split_hosts", "unpack"]
+__all__ = ["ActorBody", "ErrorInfo", "OUTPUT_COLUMNS", "Packed", "ROW_FIELDS", "StreamkitUDF",
+           "pack", "row_output", "row_request", "rows_of", "split_count", "split_hosts",
+           "unpack"]
 
 #: The row fields read as a prompt (the fields of a batch line); other columns pass through.
 ROW_FIELDS = ("id", "prompt", "messages", "model", "system", "options", "format", "think")
@@ -247,3 +250,65 @@ def _ms(start: Optional[int], end: Optional[int]) -> Optional[float]:
     if start is None or end is None:
         return None
     return round((end - start) / 1e6, 3)
+
+
+# --- the Ray Data callable ----------------------------------------------------
+
+
+def _cpus(concurrency: Any) -> int:
+    """The most actors a ``concurrency`` (int, or a (min, max) autoscaling range) allows."""
+    if isinstance(concurrency, (tuple, list)) and len(concurrency) == 2:
+        concurrency = concurrency[1]
+    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+        raise ConfigError(f"concurrency must be an int >= 1 or a (min, max) pair, got "
+                          f"{concurrency!r}")
+    return concurrency
+
+
+class StreamkitUDF:
+    """A ``Dataset.map_batches`` callable class: prompts in, answers out.
+
+    A row holds ``prompt`` or ``messages`` and optionally ``id``, ``model``,
+    ``system``, ``options``, ``format``, ``think``, validated as a line of a
+    batch file; other columns pass through. Each output row adds
+    ``response``, ``thinking``, ``done_reason``, ``prompt_eval_count``,
+    ``eval_count``, ``ttft_ms``, ``total_ms``, ``attempts``, ``host`` and
+    ``error`` (None, or ``"Type: message"``; a failed or invalid row flows
+    on, it never raises).
+
+    Args (pass them as ``fn_constructor_kwargs``):
+        hosts: ``[url, (url, N), ...]``. ``(url, N)`` caps that host at N
+            requests in flight across the whole pool: each actor takes
+            ``N // concurrency`` (an error when that is 0).
+        concurrency: the pool size given to ``map_batches`` (for a
+            ``(min, max)`` range, the max).
+        workers: requests in flight per actor (default: its host slots summed).
+        model, system, options, format, think: defaults for rows without them.
+        dialect, timeouts, retry: Client settings.
+
+    ``__call__`` blocks until every row of the batch has its answer, so give
+    ``batch_size`` several times the actor's slots (a batch's slowest row
+    holds the actor's next batch back).
+    """
+
+    def __init__(self, hosts: Sequence[HostSpec], *, concurrency: Any = 1,
+                 workers: Optional[int] = None, model: Optional[str] = None,
+                 system: Optional[str] = None, options: Optional[Mapping[str, Any]] = None,
+                 format: Any = None, think: Any = None, dialect: str = "ollama",
+                 timeouts: Optional[Timeouts] = None,
+                 retry: Optional[RetryPolicy] = None) -> None:
+        mine = split_hosts(list(hosts), _cpus(concurrency))
+        if workers is None:
+            workers = sum(h[1] if isinstance(h, tuple) else 8 for h in mine)
+        self._defaults = BatchConfig("-", "rows.jsonl", model=model, system=system,
+                                     options=options, format=format, think=think)
+        self._body = ActorBody(mine, workers, dialect=dialect, timeouts=timeouts, retry=retry)
+
+    def __call__(self, batch: Any) -> Dict[str, List[Any]]:
+        rows = rows_of(batch)
+        built = [row_request(row, i, self._defaults) for i, row in enumerate(rows)]
+        requests = [r for r in built if not isinstance(r, str)]
+        results = {r.id: r for r in self._body.results(requests)}
+        out = [row_output(row, None, b) if isinstance(b, str) else row_output(row, results[b.id])
+               for row, b in zip(rows, built)]
+        return columns_of(out)

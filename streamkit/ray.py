@@ -6,7 +6,9 @@ module that imports Ray, and only when one of its names is used, so
 
 - :class:`StreamkitUDF`: a callable class for ``Dataset.map_batches`` (actor
   pool). Each actor runs one :class:`~streamkit.Dispatcher` over its share
-  of the hosts; rows in, rows out (see :func:`map_requests`).
+  of the hosts; rows in, rows out (see :func:`map_requests`). It touches no
+  Ray API, so it lives with the other Ray-free parts in ``streamkit._raywork``;
+  import it from here.
 - :class:`RayExecutor`: what ``streamkit batch --ray`` uses instead of a
   Dispatcher: requests stream out to Ray actors, Results stream back to the
   driver, which stays the single writer of the output file.
@@ -22,19 +24,9 @@ import itertools
 import logging
 import threading
 from types import ModuleType
-from typing import Any, Deque, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Deque, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
-from ._raywork import (
-    ActorBody,
-    Packed,
-    columns_of,
-    row_output,
-    row_request,
-    rows_of,
-    split_count,
-    split_hosts,
-    unpack,
-)
+from ._raywork import ActorBody, Packed, StreamkitUDF, split_count, split_hosts, unpack
 from .batch import BatchConfig
 from .config import HostSpec, RetryPolicy, Timeouts, parse_host
 from .errors import Cancelled, ConfigError, StreamkitError
@@ -64,66 +56,7 @@ def _ray() -> ModuleType:
     return module
 
 
-def _cpus(concurrency: Any) -> int:
-    """The most actors a ``concurrency`` (int, or a (min, max) autoscaling range) allows."""
-    if isinstance(concurrency, (tuple, list)) and len(concurrency) == 2:
-        concurrency = concurrency[1]
-    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
-        raise ConfigError(f"concurrency must be an int >= 1 or a (min, max) pair, got "
-                          f"{concurrency!r}")
-    return concurrency
-
-
 # --- the Ray Data building block -------------------------------------------------
-
-
-class StreamkitUDF:
-    """A ``Dataset.map_batches`` callable class: prompts in, answers out.
-
-    A row holds ``prompt`` or ``messages`` and optionally ``id``, ``model``,
-    ``system``, ``options``, ``format``, ``think``, validated as a line of a
-    batch file; other columns pass through. Each output row adds
-    ``response``, ``thinking``, ``done_reason``, ``prompt_eval_count``,
-    ``eval_count``, ``ttft_ms``, ``total_ms``, ``attempts``, ``host`` and
-    ``error`` (None, or ``"Type: message"``; a failed or invalid row flows
-    on, it never raises).
-
-    Args (pass them as ``fn_constructor_kwargs``):
-        hosts: ``[url, (url, N), ...]``. ``(url, N)`` caps that host at N
-            requests in flight across the whole pool: each actor takes
-            ``N // concurrency`` (an error when that is 0).
-        concurrency: the pool size given to ``map_batches`` (for a
-            ``(min, max)`` range, the max).
-        workers: requests in flight per actor (default: its host slots summed).
-        model, system, options, format, think: defaults for rows without them.
-        dialect, timeouts, retry: Client settings.
-
-    ``__call__`` blocks until every row of the batch has its answer, so give
-    ``batch_size`` several times the actor's slots (a batch's slowest row
-    holds the actor's next batch back).
-    """
-
-    def __init__(self, hosts: Sequence[HostSpec], *, concurrency: Any = 1,
-                 workers: Optional[int] = None, model: Optional[str] = None,
-                 system: Optional[str] = None, options: Optional[Mapping[str, Any]] = None,
-                 format: Any = None, think: Any = None, dialect: str = "ollama",
-                 timeouts: Optional[Timeouts] = None,
-                 retry: Optional[RetryPolicy] = None) -> None:
-        mine = split_hosts(list(hosts), _cpus(concurrency))
-        if workers is None:
-            workers = sum(h[1] if isinstance(h, tuple) else 8 for h in mine)
-        self._defaults = BatchConfig("-", "rows.jsonl", model=model, system=system,
-                                     options=options, format=format, think=think)
-        self._body = ActorBody(mine, workers, dialect=dialect, timeouts=timeouts, retry=retry)
-
-    def __call__(self, batch: Any) -> Dict[str, List[Any]]:
-        rows = rows_of(batch)
-        built = [row_request(row, i, self._defaults) for i, row in enumerate(rows)]
-        requests = [r for r in built if not isinstance(r, str)]
-        results = {r.id: r for r in self._body.results(requests)}
-        out = [row_output(row, None, b) if isinstance(b, str) else row_output(row, results[b.id])
-               for row, b in zip(rows, built)]
-        return columns_of(out)
 
 
 def map_requests(dataset: Any, hosts: Sequence[HostSpec], *, concurrency: Any = 1,

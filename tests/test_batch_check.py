@@ -10,7 +10,7 @@ import pytest
 
 from streamkit.batch import check_prompts
 from streamkit.batch.check import IdChecker
-from streamkit.batch.input import PromptLine
+from streamkit.batch.promptline import PromptLine
 
 
 def test_duplicate_ids() -> None:

@@ -15,7 +15,7 @@ import pytest
 from streamkit.batch import embed as batch_embed
 from streamkit.batch import run_batch
 from streamkit.batch.embed import encode_embed, splittable
-from streamkit.batch.output import encode
+from streamkit.batch.records import encode
 from streamkit.cli import main
 from streamkit.client import Client
 from streamkit.emulator import Emulator, EmulatorConfig, expected_embedding

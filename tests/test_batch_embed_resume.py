@@ -12,7 +12,7 @@ import pytest
 from streamkit.batch import run_batch
 from streamkit.batch.config import BatchConfig
 from streamkit.batch.embed import line_key
-from streamkit.batch.input import PromptLine
+from streamkit.batch.promptline import PromptLine
 from streamkit.emulator import Emulator, EmulatorConfig, expected_embedding
 
 DIM = 16

@@ -8,7 +8,8 @@ from typing import Any, List
 import pytest
 from batchfiles import write as _write
 
-from streamkit.batch.input import Problem, PromptLine, detect_format, read_prompts
+from streamkit.batch.input import detect_format, read_prompts
+from streamkit.batch.promptline import Problem, PromptLine
 from streamkit.errors import ConfigError
 
 

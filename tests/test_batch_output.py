@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from batchfiles import lines as _lines
 
-from streamkit.batch.output import ErrorLog, RecordWriter, errors_path, result_record
+from streamkit.batch.output import ErrorLog, RecordWriter, errors_path
+from streamkit.batch.records import result_record
 from streamkit.batch.resume import repair, scan_output
 from streamkit.errors import ConfigError
 from streamkit.records import Result, Stats, Timing

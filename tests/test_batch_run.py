@@ -16,10 +16,10 @@ from batchfiles import write as _write
 
 from streamkit import emulator
 from streamkit.batch import BatchConfig, PromptFileError, run_batch
-from streamkit.batch.input import PromptLine
 from streamkit.batch.output import (
     errors_path,
 )
+from streamkit.batch.promptline import PromptLine
 from streamkit.batch.run import build_request
 from streamkit.errors import ConnectError, ModelNotFound
 from streamkit.records import ChatRequest, GenerateRequest

@@ -11,16 +11,9 @@ import pytest
 
 from streamkit.bench import compare, report
 from streamkit.bench.load import LoadPlan
-from streamkit.bench.metrics import (
-    Distribution,
-    RequestRecord,
-    Slo,
-    derive,
-    distribution,
-    percentile,
-    summarize,
-)
+from streamkit.bench.metrics import RequestRecord, Slo, derive
 from streamkit.bench.runner import BenchConfig, BenchRun, PointResult, health_warnings
+from streamkit.bench.summary import Distribution, distribution, percentile, summarize
 from streamkit.errors import ConfigError
 
 MS = 1_000_000

@@ -1,9 +1,12 @@
 """Batch runs of prompt files: validated, resumable, exactly once.
 
 - :mod:`.config`: :class:`BatchConfig`, the one list of batch options.
-- :mod:`.input`: prompt files (formats, validation, line numbers).
+- :mod:`.promptline`: one prompt line (PromptLine, Problem) and its validation.
+- :mod:`.input`: prompt files (formats, line numbers).
 - :mod:`.output`: result files (append-only JSONL, resume, the error file).
+- :mod:`.records`: what a result or error line says, and its JSON encoding.
 - :mod:`.check`: the first pass over a prompt file; :func:`check_prompts`.
+- :mod:`.reopen`: opening an output for a run (resume, repair, changed prompts).
 - :mod:`.run`: :func:`run_batch`.
 - :mod:`.cache`: :class:`SQLiteCache`, a persistent response cache.
 """

@@ -21,7 +21,8 @@ from typing import IO, Dict, List, Optional, Sequence, Set, Tuple
 
 from ..errors import ConfigError
 from .config import MAX_PROBLEMS, BatchConfig
-from .input import InputFile, Problem, PromptLine, read_prompts
+from .input import InputFile, read_prompts
+from .promptline import Problem, PromptLine
 from .resume import scan_output
 
 __all__ = ["CheckReport", "IdChecker", "PromptFileError", "Scan", "check_prompts",

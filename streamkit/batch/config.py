@@ -26,8 +26,9 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 from ..config import HostSpec, RetryPolicy, Secret, Timeouts, check_count
 from ..errors import ConfigError
 from ..records import ResponseCache
-from .input import FORMATS, THINK_LEVELS, detect_format
+from .input import FORMATS, detect_format
 from .output import errors_path
+from .promptline import THINK_LEVELS
 
 __all__ = ["EMBED_BATCH", "MAX_PROBLEMS", "OUTPUT_FORMATS", "BatchConfig", "Flag",
            "command_words", "config_values", "flag_of", "parse_format", "parse_host",

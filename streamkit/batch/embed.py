@@ -59,8 +59,9 @@ from ..errors import (
 )
 from ..records import EmbedRequest, EmbedResult
 from .cache import request_key
-from .input import Problem, PromptLine, read_prompts
-from .output import encode, error_record, timing_record
+from .input import read_prompts
+from .promptline import Problem, PromptLine
+from .records import encode, error_record, timing_record
 
 if TYPE_CHECKING:
     import threading

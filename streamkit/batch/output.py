@@ -9,7 +9,8 @@ Crash safety rests on three rules:
 3. The writer refuses an id it has already written.
 
 Reading an output back (rule 2, and superseding edited prompts) is
-:mod:`streamkit.batch.resume`.
+:mod:`streamkit.batch.resume`; what a record says, and its encoding, is
+:mod:`streamkit.batch.records`.
 
 Only regular files are accepted (:func:`require_regular_file`): the file is
 read back on resume, and a pipe or a device cannot be. A failed write (disk
@@ -31,32 +32,26 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import json
-import math
 import os
 import stat
 import threading
 from typing import IO, Any, Dict, Iterable, Iterator, List, Mapping, Optional, Protocol, Set
 
 from .. import _json
-from ..errors import ConfigError, ResponseError, StreamkitError
-from ..records import Result, Timing
+from ..errors import ConfigError, StreamkitError
+from .records import encode
 
 __all__ = [
     "ErrorLog",
     "OutputWriteError",
     "RecordWriter",
     "Syncer",
-    "encode",
-    "error_record",
     "errors_path",
     "require_regular_file",
-    "result_record",
     "write_error",
 ]
 
 FSYNC_INTERVAL_S = 1.0
-_NS_PER_MS = 1_000_000
 
 
 def errors_path(output: str) -> str:
@@ -108,91 +103,6 @@ def require_regular_file(path: str) -> None:
     if not stat.S_ISREG(mode):
         raise ConfigError(f"{path!r} is not a regular file: the output must be one, since "
                           "it is read back to resume (write to a file, then copy it)")
-
-
-def encode(record: Mapping[str, Any]) -> bytes:
-    """One JSON line, UTF-8, newline included; always valid JSON.
-
-    A lone surrogate (which UTF-8 cannot carry) becomes U+FFFD and a NaN or
-    infinite float becomes null, so no record is refused or written invalid.
-    """
-    try:
-        text = json.dumps(record, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-        return (text + "\n").encode()
-    except (ValueError, UnicodeEncodeError):
-        text = json.dumps(_sanitized(record), ensure_ascii=False, allow_nan=False,
-                          separators=(",", ":"))
-        return (text + "\n").encode()
-
-
-def _sanitized(value: Any) -> Any:
-    if isinstance(value, str):
-        return value.encode("utf-8", "replace").decode("utf-8") if _has_surrogate(value) \
-            else value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, Mapping):
-        return {_sanitized(k): _sanitized(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_sanitized(v) for v in value]
-    return value
-
-
-def _has_surrogate(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    return False
-
-
-# --- records -------------------------------------------------------------------
-
-
-def _ms(start: Optional[int], end: Optional[int]) -> Optional[float]:
-    if start is None or end is None:
-        return None
-    return round((end - start) / _NS_PER_MS, 3)
-
-
-def timing_record(timing: Timing) -> Dict[str, Any]:
-    """Client-side durations in ms (raw perf_counter stamps mean nothing in a file)."""
-    values = {
-        "ttft_ms": _ms(timing.sent_ns, timing.first_token_ns),
-        "total_ms": _ms(timing.started_ns, timing.done_ns),
-        "chunks": timing.chunks,
-    }
-    return {k: v for k, v in values.items() if v is not None}
-
-
-def result_record(result: Result, record_id: str,
-                  request_hash: Optional[str] = None) -> Dict[str, Any]:
-    """The OUT line for a successful Result (the format is in docs/batch.md)."""
-    record: Dict[str, Any] = {"id": record_id}
-    if request_hash is not None:
-        record["request_hash"] = request_hash
-    record.update(model=result.model, host=result.host, response=result.text)
-    if result.thinking:
-        record["thinking"] = result.thinking
-    if result.tool_calls:
-        record["tool_calls"] = list(result.tool_calls)
-    record["done_reason"] = result.done_reason
-    record["stats"] = result.stats.as_dict()
-    record["timing"] = timing_record(result.timing)
-    record["attempts"] = result.attempts
-    if result.cached:
-        record["cached"] = True
-    return record
-
-
-def error_record(record_id: str, line: int, error: BaseException, *, attempts: int,
-                 host: Optional[str]) -> Dict[str, Any]:
-    """The error-file line for a failed prompt."""
-    record: Dict[str, Any] = {"id": record_id, "line": line, "type": type(error).__name__,
-                              "message": str(error), "attempts": attempts, "host": host}
-    if isinstance(error, ResponseError):
-        record["status_code"] = error.status_code
-    return record
 
 
 # --- writers -------------------------------------------------------------------

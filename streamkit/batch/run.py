@@ -11,8 +11,9 @@ line left by a crash is cut off first, and an id is never written twice.
 An id whose request changed since its answer was written (an edited
 prompt, a line inserted in a ``.txt`` file) is run again; its old line is
 dropped from ``output`` first. Failed ids have no line in ``output``, so
-the next run retries them. See :mod:`streamkit.batch.output` for the file
-rules. One run at a time per output: a second one raises
+the next run retries them. See :mod:`streamkit.batch.reopen` for how an
+output is reopened and :mod:`streamkit.batch.output` for the file rules.
+One run at a time per output: a second one raises
 :class:`~streamkit.batch.lock.OutputBusy`.
 
 Stopping: set the ``stop`` Event (the CLI does so on the first Ctrl-C or
@@ -24,24 +25,14 @@ does the same cleanup, then propagates.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import logging
 import sys
 import threading
 import time
 from dataclasses import replace
-from typing import (
-    IO,
-    Any,
-    Callable,
-    Dict,
-    Iterator,
-    List,
-    Optional,
-    Set,
-    Tuple,
-    Union,
-)
+from typing import IO, Any, Callable, Dict, Iterator, Optional, Set, Tuple, Union
 
 from ..errors import Cancelled
 from ..records import ChatRequest, GenerateRequest, Request, ResponseCache, Result
@@ -49,18 +40,13 @@ from .cache import digest_keyed, request_key
 from .check import PromptFileError, Scan, scan_file
 from .config import BatchConfig
 from .executor import ExecutorFactory, open_executor
-from .input import InputFile, Problem, PromptLine, read_prompts
+from .input import InputFile, read_prompts
 from .lock import OutputLock
 from .models import ModelCheck
-from .output import (
-    ErrorLog,
-    RecordWriter,
-    Syncer,
-    error_record,
-    require_regular_file,
-    result_record,
-)
-from .resume import ResumeState, drop_ids, repair, scan_output, short_hash
+from .output import ErrorLog, RecordWriter, Syncer, require_regular_file
+from .promptline import Problem, PromptLine
+from .records import error_record, result_record
+from .reopen import open_output
 from .summary import BatchSummary
 
 __all__ = ["BatchSummary", "build_request", "run_batch"]
@@ -69,7 +55,6 @@ STOP_POLL_S = 0.05          # how fast the stop watcher sees ``stop`` being set
 PROGRESS_REFRESH_S = 0.25   # postfix updates (failed, in flight, tok/s) at most this often
 PROGRESS_LINE_S = 5.0       # without a bar (not a terminal): a progress line this often,
 PROGRESS_FIRST_S = 2.0      # the first one this soon
-LISTED_CHANGES = 10         # changed ids named in the message (all are counted)
 
 log = logging.getLogger("streamkit")
 
@@ -203,55 +188,6 @@ class _Run:
 
     # -- setup ------------------------------------------------------------------
 
-    def _open_output(self) -> Tuple[RecordWriter, ErrorLog, int]:
-        """Scan, repair and open the output and error files (the caller holds the lock)."""
-        config = self.config
-        done: Set[str] = set()
-        repaired = 0
-        if config.resume:
-            state = scan_output(config.output)
-            if state.torn_bytes:
-                repair(config.output, state)
-                repaired = state.torn_bytes
-                _say(self.report, f"repaired {config.output}: cut off a torn last line "
-                                  f"({state.torn_bytes} bytes, from an interrupted run)")
-            self._supersede_changed(state)
-            done = state.done
-        writer = RecordWriter(config.output, truncate=not config.resume, done=done)
-        try:
-            errors = ErrorLog(config.errors, done=done, resume=config.resume)
-        except BaseException:
-            writer.close()
-            raise
-        return writer, errors, repaired
-
-    def _supersede_changed(self, state: ResumeState) -> None:
-        """Drop the lines of ids whose request changed since; they run again."""
-        if not state.hashes:
-            return
-        changed: List[str] = []
-        config = self.config
-        for item in read_prompts(self.path, config.format_name, default_model=config.model,
-                                 display=self.display, prompt_column=config.prompt_column,
-                                 id_column=config.id_column):
-            if isinstance(item, Problem) or item.line in self.scan.duplicate_lines:
-                continue
-            stored = state.hashes.get(item.id)
-            if stored is None:
-                continue
-            current = self._line_hash(item)
-            if current is None or stored != short_hash(current):
-                changed.append(item.id)
-        if not changed:
-            return
-        drop_ids(self.config.output, set(changed))
-        state.done.difference_update(changed)
-        named = ", ".join(repr(i) for i in changed[:LISTED_CHANGES])
-        more = f" and {len(changed) - LISTED_CHANGES} more" if len(changed) > LISTED_CHANGES \
-            else ""
-        _say(self.report, f"{len(changed)} prompt(s) changed since their answer was written "
-                          f"({named}{more}): their old answers are dropped and they run again")
-
     def _line_hash(self, item: PromptLine) -> Optional[str]:
         """The ``request_hash`` a record of ``item`` would carry now (None: it cannot have one)."""
         if self.config.embed:  # an embed record's hash: see batch/embed.py
@@ -293,7 +229,9 @@ class _Run:
             if cache_obj is not None:
                 cache_obj = digest_keyed(cache_obj, self.config.hosts, self.config.dialect,
                                          self.models.listed)
-            writer, errors, repaired = self._open_output()
+            writer, errors, repaired = open_output(   # the lock is held (execute)
+                self.config, self.path, self.display, self.scan, line_hash=self._line_hash,
+                say=functools.partial(_say, self.report))
             done = writer.done
             skipped = self.scan.ids.count_in(done) if done else 0
             todo = self.scan.prompts - skipped

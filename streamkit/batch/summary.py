@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass
 from typing import Tuple
 
-from .input import Problem
+from .promptline import Problem
 
 __all__ = ["BatchSummary"]
 

@@ -10,7 +10,8 @@ Python API::
     write_outputs(run, "bench-out")          # run.json, requests.jsonl, summary.csv, PNGs
 
 Modules: :mod:`.load` (schedules, closed/open loop, process shards),
-:mod:`.metrics` (records → statistics, the formulas), :mod:`.report`
+:mod:`.metrics` (records → per-request metrics, the formulas),
+:mod:`.summary` (a point's statistics), :mod:`.report`
 (console, files, compare), :mod:`.plot` (charts, optional matplotlib),
 :mod:`.calibrate` (the client's own floor), :mod:`.target` (prompts and the
 send function), :mod:`.runner` (the pipeline), :mod:`.arrival` (schedules),
@@ -25,12 +26,13 @@ from .arrival import arrival_offsets
 from .calibrate import Calibration, calibrate
 from .compare import format_compare
 from .load import LoadPlan
-from .metrics import FORMULAS, Distribution, PointSummary, RequestRecord, Slo, summarize
+from .metrics import FORMULAS, RequestRecord, Slo
 from .report import SUMMARY_COLUMNS, format_point, load_run, write_outputs
 from .runner import BUILTIN, BenchConfig, BenchRun, PointResult, run_bench
 from .search import Probe, SearchResult
 from .sharding import ShardDecision
 from .stats import Interval, mean_ci
+from .summary import Distribution, PointSummary, summarize
 from .target import PromptSpec
 from .workload import PromptFit, read_prompt_file, read_replay
 

@@ -25,7 +25,8 @@ from typing import Any, Dict, List, Optional
 
 from ..config import Timeouts
 from .load import LoadPlan, RunOutcome, run_plan, run_sharded
-from .metrics import Distribution, PointSummary, RequestRecord, derive, distribution, summarize
+from .metrics import RequestRecord, derive
+from .summary import Distribution, PointSummary, distribution, summarize
 from .target import Sender, SenderArgs, emulator_process, make_sender
 
 __all__ = [

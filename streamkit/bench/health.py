@@ -14,7 +14,8 @@ from typing import List, Optional
 
 from .calibrate import Calibration
 from .load import LoadPlan
-from .metrics import PointSummary, RequestRecord, derive
+from .metrics import RequestRecord, derive
+from .summary import PointSummary
 
 __all__ = ["TOKEN_COUNT_WARNING", "health_warnings", "once_per_run", "token_count_warning"]
 

@@ -31,8 +31,9 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
 from .._version import __version__
 from ..errors import ConfigError, StreamkitError
 from ..records import TIMING_STAMPS
-from .metrics import FORMULAS, LATENCY_METRICS, NS_PER_MS, Distribution, derive
+from .metrics import FORMULAS, LATENCY_METRICS, NS_PER_MS, derive
 from .stats import repeat_intervals
+from .summary import Distribution
 
 __all__ = [
     "RUN_SCHEMA",

@@ -21,10 +21,11 @@ from .benchconfig import BUILTIN, DEFAULT_NUM_PREDICT, BenchConfig
 from .calibrate import Calibration, calibrate
 from .health import health_warnings, once_per_run
 from .load import Job, LoadPlan, RunOutcome, run_plan, run_sharded
-from .metrics import NS_PER_MS, PointSummary, RequestRecord, derive, summarize
+from .metrics import NS_PER_MS, RequestRecord, derive
 from .plans import SEARCH_MIN_REQUESTS, plans, rate_plan, streams_of, warmup_plan
 from .search import MIN_RATE, SearchResult, search_rate
 from .sharding import ShardDecision, expected_chunks_per_s, plan_processes, recheck_processes
+from .summary import PointSummary, summarize
 from .target import Sender, emulator_process, make_sender
 from .workload import PromptFit, fit_prompt_words, prompt_size_report
 

@@ -38,7 +38,8 @@ def read_prompt_file(path: str, model: str) -> Tuple[PromptSpec, ...]:
         ConfigError: the file cannot be read, has a bad line (with its line
             number), or holds no prompt.
     """
-    from ..batch.input import Problem, detect_format, read_prompts
+    from ..batch.input import detect_format, read_prompts
+    from ..batch.promptline import Problem
 
     specs: List[PromptSpec] = []
     problems: List[str] = []

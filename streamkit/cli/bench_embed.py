@@ -34,7 +34,8 @@ def _texts(args: argparse.Namespace, group: int) -> Tuple[str, ...]:
     if not args.prompt_file:
         return generated_inputs(group * (args.requests or DEFAULT_REQUESTS), args.prompt_words,
                                 args.seed)
-    from ..batch.input import PromptLine, detect_format, read_prompts
+    from ..batch.input import detect_format, read_prompts
+    from ..batch.promptline import PromptLine
 
     texts = tuple(item.prompt for item in read_prompts(
         args.prompt_file, detect_format(args.prompt_file), default_model="-")
