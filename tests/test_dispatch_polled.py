@@ -649,10 +649,10 @@ def _framed(spy: Spy, framing: str, tokens: List[str]) -> Callable[[RawConn], No
 
     The gate holds the rest back until the body is watched (on the lean
     path every body is read from its socket directly, so every one is
-    pollable once its first record is in)."""
+    pollable once its first record is in, a short Content-Length body too;
+    the requests path polls one only once the socket file's buffer is empty)."""
     numbers = itertools.count(1)
     rest = b"".join(WIRE.token(t) for t in tokens[1:]) + WIRE.end(len(tokens))
-    gate = True
 
     def handler(conn: RawConn) -> None:
         n = next(numbers)
@@ -668,29 +668,25 @@ def _framed(spy: Spy, framing: str, tokens: List[str]) -> Callable[[RawConn], No
             conn.send_head(200, {"Content-Type": WIRE.content_type,
                                  "Connection": "close"}, chunked=False)
             conn.send(first)
-        if gate and not spy.watch_calls.wait(WAIT, at_least=n):
+        if not spy.watch_calls.wait(WAIT, at_least=n):
             conn.cut()
             return
         if framing == "chunked":
             conn.send_chunk(rest)
             conn.wait_disconnect(DRIP_S)  # the end comes a little after the done record
             conn.end_chunks()
-        elif framing == "length":
-            conn.send(rest)
         else:
             conn.send(rest)
-            conn.cut()
+            if framing == "close":
+                conn.cut()
     return handler
 
 
-@pytest.mark.parametrize(("framing", "tokens", "connections", "polled"), [
-    # A short Content-Length body is polled too: the lean path reads its socket
-    # directly from the first byte (the requests path polls it only once the
-    # socket file's buffer is empty: test_http_connection covers that path).
-    ("chunked", TOKENS, 1, True), ("length", TOKENS, 1, True), ("length", BIG, 1, True),
-    ("close", TOKENS, 3, True)], ids=["chunked", "length", "length-big", "close"])
+@pytest.mark.parametrize(("framing", "tokens", "connections"), [
+    ("chunked", TOKENS, 1), ("length", TOKENS, 1), ("length", BIG, 1), ("close", TOKENS, 3)],
+    ids=["chunked", "length", "length-big", "close"])
 def test_every_body_framing_is_read_to_its_end_and_kept_alive_where_it_can(
-        spy: Spy, framing: str, tokens: List[str], connections: int, polled: bool) -> None:
+        spy: Spy, framing: str, tokens: List[str], connections: int) -> None:
     with RawServer(_framed(spy, framing, tokens)) as server, \
             Dispatcher(host=server.url, workers=1, timeouts=FAST, retry=ONCE) as d:
         for i in range(3):
@@ -700,8 +696,8 @@ def test_every_body_framing_is_read_to_its_end_and_kept_alive_where_it_can(
             assert _indices_once_in_order(chunks)
         opened = server.connections.value
     assert opened == connections
-    assert (spy.watches.value >= 3) is polled
-    assert spy.step_threads() == ({POLLER} if polled else set())
+    assert spy.watches.value >= 3
+    assert spy.step_threads() == {POLLER}
 
 
 # -- (7) errors mid-body: the same as the thread path --------------------------------------

@@ -146,8 +146,7 @@ class Response:
             Cancelled: the token was cancelled.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        if self._dechunker is not None and self._dechunker.error is not None:
-            raise self._dechunker.error
+        self._raise_if_broken()
         while not self._eof:
             data = self._recv(deadline, phase)
             payload = self._payload(data)
@@ -213,8 +212,7 @@ class Response:
         """
         if self._cancel.cancelled:
             raise Cancelled()
-        if self._dechunker is not None and self._dechunker.error is not None:
-            raise self._dechunker.error
+        self._raise_if_broken()
         assert self._direct is not None
         size = READ_SIZE if self._left is None else min(READ_SIZE, self._left)
         try:
@@ -273,6 +271,11 @@ class Response:
             self._raw.close()  # closes the connection too: it is mid-body
 
     # -- internals -----------------------------------------------------------
+    def _raise_if_broken(self) -> None:
+        """Raise the framing error a read before this one ran into (see :attr:`broken`)."""
+        if self._dechunker is not None and self._dechunker.error is not None:
+            raise self._dechunker.error
+
     def _recv(self, deadline: Optional[float], phase: str) -> bytes:
         if self._cancel.cancelled:
             raise Cancelled()
