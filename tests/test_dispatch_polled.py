@@ -883,3 +883,26 @@ def _no_poller_thread_left() -> Iterator[None]:
     yield
     for thread in _poller_threads():
         thread.join(WAIT)
+
+
+def test_a_polled_stream_paused_longer_than_the_idle_timeout_is_not_timed_out(
+        spy: Spy) -> None:
+    # A token every 5 ms, each its own read, and a submitted stream whose
+    # queue holds one chunk: the poller parks the next read with the worker,
+    # the consumer stops for twice the idle timeout. The server was never
+    # silent, so the stream must end well, every chunk once.
+    from streamkit.emulator import Emulator, EmulatorConfig
+
+    config = EmulatorConfig(tokens_per_second=200, response_tokens=(40, 40))
+    with Emulator(config) as paced, \
+            Dispatcher(host=paced.url, workers=1, retry=ONCE, queue_size=1,
+                       timeouts=Timeouts(connect=2, first_token=5, idle=0.3)) as d:
+        stream = d.submit(GenerateRequest("demo", "hi"))
+        chunks = [next(stream)]
+        assert spy.pauses.wait(WAIT)  # the poller could not hand on: the worker waits
+        time.sleep(0.6)  # the slow consumer under test
+        chunks.extend(stream)
+        result = stream.result(WAIT)
+    assert result.ok, result.error
+    assert _indices_once_in_order(chunks)
+    assert "".join(c.text for c in chunks) == result.text and chunks[-1].done

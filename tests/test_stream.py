@@ -311,6 +311,23 @@ def test_sse_comments_do_not_reset_the_idle_deadline(transport: Transport) -> No
         assert time.monotonic() - started < WAIT / 2
 
 
+def test_a_consumer_slower_than_the_idle_timeout_is_not_an_idle_timeout(
+        transport: Transport) -> None:
+    # A token every 5 ms, each in its own read; the consumer stops for twice
+    # the idle timeout, so the channel fills and the worker waits. The server
+    # was never silent: the wait for the consumer must not count as idle.
+    config = EmulatorConfig(tokens_per_second=200, response_tokens=(40, 40))
+    with Emulator(config) as paced, \
+            make(paced.url, transport, timeouts=Timeouts(idle=0.3), queue_size=2) as s:
+        chunks = [next(s)]
+        time.sleep(0.6)  # the slow consumer under test
+        chunks.extend(s)
+        result = s.result(timeout=WAIT)
+    assert result.ok, result.error
+    assert "".join(c.text for c in chunks) == result.text
+    assert chunks[-1].done
+
+
 def test_decoder_crash_still_ends_the_stream(emu: Emulator, transport: Transport) -> None:
     class Broken:
         name = "broken"

@@ -81,6 +81,8 @@ class PolledBody:
             if pending is None:
                 return
             self.tx.send(pending)  # waits for room, as the worker's own loop does
+            if self.idle is not None:  # the wait for the consumer is not server silence
+                self.idle_deadline = time.monotonic() + self.idle
 
     def step(self) -> bool:
         """One read (poller thread); True to stop watching. Never raises."""

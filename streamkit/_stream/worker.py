@@ -286,11 +286,14 @@ class Worker:
                     self._emit(last, replay)
                     return
                 chunks = decoder.feed(data, ns)
-                if idle is not None and decoder.activity():  # SSE comments do not count
-                    idle_deadline = time.monotonic() + idle
+                active = decoder.activity()  # SSE comments do not count
                 if chunks:
                     last = chunks
                     self._emit(chunks, replay)
+                if idle is not None and active:
+                    # From here, after a send that waited: the idle clock runs
+                    # while the server is awaited, not while the consumer is.
+                    idle_deadline = time.monotonic() + idle
         except StreamError:
             self._salvage(decoder, last, replay)
             raise
