@@ -26,6 +26,11 @@ what a Result holds: it is given
 - a result builder, passed to :meth:`SendEnd.finish` by whoever ends the
   stream, and called under the same lock.
 
+A consumer that iterates can be lent the producer's read
+(:meth:`SendEnd.lend`): its ``take(None)`` then reads and takes the chunks
+itself while the producer sleeps, a wake-up per chunk saved; any other way
+of waiting, or staying away ``AWAY_S``, gives the read back.
+
 Whether the consumer has *seen* a chunk (taken one from the queue, or been
 handed one by its sink) is decided under the lock too: :meth:`SendEnd.rewind`
 (the worker restarting a cut stream from scratch) and :meth:`ReceiveEnd.take`
@@ -37,16 +42,22 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import TYPE_CHECKING, Callable, List, Optional, Tuple, Union
 
 from ..errors import Cancelled
 from ..records import Chunk, Result
-from .chanstate import Cancellable, ChannelState, Recorder, Sink, wake_waiters
+from .chanstate import Cancellable, ChannelState, Recorder, Sink, Step, wake_waiters
 
 if TYPE_CHECKING:
     import asyncio
 
 logger = logging.getLogger("streamkit")
+
+AWAY_S = 0.25
+"""How long a consumer may stay away from a lent step (between two
+``next()`` calls) before the producer takes the step back and reads ahead
+into the queue again: a stream whose consumer stopped iterating still ends."""
 
 PUT_POLL_S = 0.25
 """How often a producer blocked on a full channel re-checks its Cancellable.
@@ -213,6 +224,46 @@ class SendEnd:
                     sink(c)
         return True
 
+    @property
+    def consumer_iterates(self) -> bool:
+        """A hint, read without the lock: the consumer's last ``take`` had no
+        timeout, it iterates (``lend`` decides under the lock)."""
+        return self._state.iterating
+
+    def lend(self, step: Step) -> bool:
+        """Let the consumer run ``step`` itself, in its own thread, for as long
+        as it keeps calling ``take(None)``: the read a waiting consumer would
+        otherwise be woken for, with no handoff between two threads.
+
+        False (nothing lent) unless the consumer iterates (its last ``take``
+        had no timeout) and there is no sink. Else blocks until the step
+        comes back: ``step`` said so (the body ended, or it failed), the
+        consumer took with a timeout or waits another way, it stayed away
+        ``AWAY_S``, or the stream ended or was cancelled (never while the
+        consumer is inside ``step``). True then; the producer reads on.
+        """
+        s = self._state
+        with s.lock:
+            if (not s.iterating or s.end is not None or s.sink is not None
+                    or s.canceller.cancelled):
+                return False
+            if s.returned is None:
+                s.returned = threading.Condition(s.lock)
+            s.lent = step
+            s.away_since = time.monotonic()  # the consumer's absence counts from here
+            s.wake_takers(False)
+            while s.lent is not None:
+                if not s.stepping:
+                    if s.end is not None or s.canceller.cancelled:
+                        s.lent = None
+                        break
+                    if not s.patient and time.monotonic() - s.away_since >= AWAY_S:
+                        s.lent = None
+                        s.iterating = False  # lent again once it iterates again
+                        break
+                s.returned.wait(AWAY_S)
+            return True
+
     def finish(self, error: Optional[BaseException], build: Build) -> bool:
         """Write the end record ``build(error)`` unless there is one; True if this
         call wrote it. Wakes every waiter, then runs the done-callbacks here."""
@@ -226,6 +277,8 @@ class SendEnd:
             s.wake_takers(True)
             if s.space is not None:
                 s.space.notify_all()
+            if s.returned is not None:
+                s.returned.notify_all()
             waiters = s.take_waiters()
             callbacks, s.callbacks = s.callbacks, []
         wake_waiters(waiters)
@@ -287,10 +340,35 @@ class ReceiveEnd:
         return bool(self._state.batches)
 
     def take(self, timeout: Optional[float]) -> Union[List[Chunk], Result, None]:
-        """The next batch, else the end record; None if neither came within ``timeout``."""
+        """The next batch, else the end record; None if neither came within ``timeout``.
+
+        With no timeout, a read the producer lent (``SendEnd.lend``) is run
+        here, in this thread; a take with a timeout gives it back first.
+        """
         s = self._state
         with s.lock:
-            if not s.batches and s.end is None and timeout != 0:
+            if timeout is None:
+                s.iterating = True
+            else:
+                s.reclaim()
+            waited = False
+            while True:
+                if s.batches:
+                    batch = s.batches.popleft()
+                    s.seen = True
+                    s.queued -= len(batch)
+                    if s.putting:
+                        assert s.space is not None
+                        s.space.notify()
+                    return batch
+                if s.end is not None or timeout == 0 or (waited and timeout is not None):
+                    return s.end
+                if timeout is None and s.lent is not None and not s.stepping:
+                    chunks = _run_step(s, s.lent)
+                    if chunks:
+                        return chunks
+                    continue
+                waited = True
                 if s.ringing:  # another thread waits on the bell already
                     if s.items is None:
                         s.items = threading.Condition(s.lock)
@@ -300,21 +378,17 @@ class ReceiveEnd:
                     finally:
                         s.taking -= 1
                 else:
-                    s.wait_bell(timeout)
-            if s.batches:
-                batch = s.batches.popleft()
-                s.seen = True
-                s.queued -= len(batch)
-                if s.putting:
-                    assert s.space is not None
-                    s.space.notify()
-                return batch
-            return s.end
+                    s.patient = timeout is None
+                    try:
+                        s.wait_bell(timeout)
+                    finally:
+                        s.patient = False
 
     def add_waiter(self, loop: asyncio.AbstractEventLoop, fut: asyncio.Future[None]) -> bool:
         """Register an asyncio waiter; False if there is something to take already."""
         s = self._state
         with s.lock:
+            s.reclaim()
             if s.batches or s.end is not None:
                 return False
             s.waiters.append((loop, fut))
@@ -330,6 +404,7 @@ class ReceiveEnd:
         s = self._state
         with s.lock:
             s.unbounded = True
+            s.reclaim()
             if s.space is not None:
                 s.space.notify_all()
 
@@ -339,6 +414,7 @@ class ReceiveEnd:
         with s.lock:
             if s.end is not None:
                 return True
+            s.reclaim()
             if s.ended is None:
                 s.ended = threading.Event()
             ended = s.ended
@@ -353,6 +429,32 @@ class ReceiveEnd:
                 s.callbacks.append(fn)
                 return
         _call_back(fn, end)
+
+
+def _run_step(s: ChannelState, step: Step) -> List[Chunk]:
+    """Run a lent step in the consumer's thread (lock held on entry and on
+    return, let go meanwhile): its chunks, recorded as a send records them,
+    or [] if it gave none (then the step may have gone back to the producer,
+    or the stream ended)."""
+    s.stepping = True
+    keep = False
+    chunks: List[Chunk] = []
+    s.lock.release()
+    try:
+        chunks, keep = step()
+    finally:
+        s.lock.acquire()
+        s.stepping = False
+        s.away_since = time.monotonic()
+        if not keep or s.end is not None:
+            s.lent = None
+            assert s.returned is not None
+            s.returned.notify()
+    if not chunks or s.end is not None:  # cancelled meanwhile: the end is the news
+        return []
+    s.recorder.record(chunks)
+    s.seen = True
+    return chunks
 
 
 def _call_back(fn: Callable[[Result], None], result: Result) -> None:

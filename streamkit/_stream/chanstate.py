@@ -25,6 +25,9 @@ if TYPE_CHECKING:
     import asyncio
 
 Sink = Callable[[Chunk], None]
+#: A read the producer lends its consumer (see ``SendEnd.lend``): the chunks
+#: of the next read(s), and whether the consumer may keep the step.
+Step = Callable[[], Tuple[List[Chunk], bool]]
 Waiter = Tuple["asyncio.AbstractEventLoop", "asyncio.Future[None]"]
 
 
@@ -71,12 +74,19 @@ class ChannelState:
     The bell, the Conditions and the Event are made, under the lock, by the
     first thread that waits: most streams of a fan-out never wait, and
     making them is most of the cost of a Stream.
+
+    A read lent to the consumer (``lent``, see ``SendEnd.lend``) is run by
+    one consumer thread at a time (``stepping``), lent only while the
+    consumer ``iterating`` (its last take had no timeout); ``patient`` is set while
+    the consumer waits on the bell with no timeout, ``away_since`` when it
+    last left a step; the producer waits on ``returned`` for the step back.
     """
 
-    __slots__ = ("batches", "bell", "callbacks", "canceller", "capacity", "claimed",
-                 "discarding", "end", "ended", "items", "largest_batch", "lock", "peak_queued",
-                 "putting", "queued", "recorder", "ringing", "seen", "sink", "space", "taking",
-                 "unbounded", "waiters", "wakes")
+    __slots__ = ("away_since", "batches", "bell", "callbacks", "canceller", "capacity",
+                 "claimed", "discarding", "end", "ended", "items", "iterating",
+                 "largest_batch", "lent", "lock", "patient", "peak_queued", "putting", "queued",
+                 "recorder", "returned", "ringing", "seen", "sink", "space", "stepping",
+                 "taking", "unbounded", "waiters", "wakes")
 
     def __init__(self, capacity: int, canceller: Cancellable, recorder: Recorder) -> None:
         self.capacity = capacity
@@ -105,6 +115,21 @@ class ChannelState:
         self.sink: Optional[Sink] = None
         self.discarding = False  # claimed with ``discard``: chunks are dropped
         self.seen = False  # a chunk reached the consumer (taken, or handed to its sink)
+        self.lent: Optional[Step] = None
+        self.stepping = False
+        self.patient = False
+        self.iterating = False  # the consumer's last take had no timeout
+        self.away_since = 0.0
+        self.returned: Optional[threading.Condition] = None
+
+    def reclaim(self) -> None:
+        """Take a lent step back for the producer, unless a consumer runs it
+        now (lock held): the consumer waits another way from here."""
+        self.iterating = False
+        if self.lent is not None and not self.stepping:
+            self.lent = None
+            assert self.returned is not None
+            self.returned.notify()
 
     def wake_takers(self, every: bool) -> None:
         """Wake the consumer waiting on the bell, and one (``every``: all) of the
@@ -123,14 +148,14 @@ class ChannelState:
                 self.items.notify()
 
     def wait_bell(self, timeout: Optional[float]) -> None:
-        """Wait (``lock`` held on entry and on return) until a batch or the end
-        arrives or ``timeout`` passes, on the bell."""
+        """Wait (``lock`` held on entry and on return) until a batch, the end
+        or a lent step arrives or ``timeout`` passes, on the bell."""
         bell = self.bell
         if bell is None:
             bell = self.bell = threading.Lock()
             bell.acquire()  # held: not rung
         deadline = None if timeout is None else time.monotonic() + timeout
-        while not self.batches and self.end is None:
+        while not self.batches and self.end is None and self.lent is None:
             wait = -1.0
             if deadline is not None:
                 wait = deadline - time.monotonic()

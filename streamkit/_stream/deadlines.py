@@ -19,7 +19,8 @@ TOTAL_SLACK_S = 0.001
 
 
 class Deadlines:
-    """The deadlines of one stream; used by its worker thread only."""
+    """The deadlines of one stream; used by its worker thread, or by the
+    consumer's while it runs a lent read (the worker sleeps meanwhile)."""
 
     __slots__ = ("timeouts", "total")
 

@@ -14,10 +14,11 @@ from ..records import Chunk, Timing
 class Delivered:
     """The running record of one stream's delivered chunks.
 
-    Thread rules: ``record`` runs in the producer's thread under the channel
-    lock. The producer's thread reads everything freely (it is the only
-    writer); another thread reads only from a result builder, which the
-    channel calls under its lock. ``timing`` stamps outside the chunks
+    Thread rules: ``record`` runs under the channel lock, in the producer's
+    thread (or the consumer's, running a read the producer lent it while it
+    sleeps). The producer's thread reads everything freely (no one else
+    writes while it runs); another thread reads only from a result builder,
+    which the channel calls under its lock. ``timing`` stamps outside the chunks
     (start, request sent, headers) are written by the producer directly.
     """
 

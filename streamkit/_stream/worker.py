@@ -4,6 +4,7 @@
 
     retry(connect → status → first chunk)        (the retry boundary)
     read_some → decoder.feed → [chunks] → send into the channel
+    (or lent to an iterating consumer, who reads and takes them itself)
     ...
     a cut: restart from scratch if the consumer saw nothing (rewind the
            channel), else replay or fail (``RetryPolicy.on_interrupt``)
@@ -40,6 +41,7 @@ from .channel import Build, Stopped, open_channel
 from .chanstate import Sink
 from .deadlines import Deadlines
 from .delivery import Delivered
+from .lent import LentBody
 from .polled import PolledBody
 from .replay import Replay
 from .routing import Route, is_cut
@@ -277,7 +279,19 @@ class Worker:
                     body.pump(self._poller, self._deadlines)
                 finally:
                     last, idle_deadline = body.last, body.idle_deadline
+            lend = replay is None  # a replay filters what it sends: not lent
             while not decoder.done:  # this thread reads (what is left)
+                if lend and self._tx.consumer_iterates:
+                    lent = LentBody(response, decoder, self._deadlines, idle, last)
+                    if self._tx.lend(lent.step):  # the consumer read; it is back
+                        last = lent.last
+                        if lent.error is not None:
+                            raise lent.error
+                        if lent.ended:
+                            return
+                        if idle is not None:
+                            idle_deadline = time.monotonic() + idle
+                        continue
                 timeout, phase = budget(idle_deadline, "idle")
                 data = response.read_some(timeout, phase=phase)
                 ns = response.read_ns
