@@ -244,8 +244,7 @@ class SendEnd:
         """
         s = self._state
         with s.lock:
-            if (not s.iterating or s.end is not None or s.sink is not None
-                    or s.canceller.cancelled):
+            if not s.iterating or s.sink is not None or s.over():
                 return False
             if s.returned is None:
                 s.returned = threading.Condition(s.lock)
@@ -254,7 +253,7 @@ class SendEnd:
             s.wake_takers(False)
             while s.lent is not None:
                 if not s.stepping:
-                    if s.end is not None or s.canceller.cancelled:
+                    if s.over():
                         s.lent = None
                         break
                     if not s.patient and time.monotonic() - s.away_since >= AWAY_S:

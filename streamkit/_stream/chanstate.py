@@ -122,6 +122,10 @@ class ChannelState:
         self.away_since = 0.0
         self.returned: Optional[threading.Condition] = None
 
+    def over(self) -> bool:
+        """The stream ended, or its producer was cancelled (lock held)."""
+        return self.end is not None or self.canceller.cancelled
+
     def reclaim(self) -> None:
         """Take a lent step back for the producer, unless a consumer runs it
         now (lock held): the consumer waits another way from here."""
