@@ -54,10 +54,13 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("streamkit")
 
-AWAY_S = 0.25
+AWAY_S = 1.0
 """How long a consumer may stay away from a lent step (between two
 ``next()`` calls) before the producer takes the step back and reads ahead
-into the queue again: a stream whose consumer stopped iterating still ends."""
+into the queue again: a stream whose consumer stopped iterating still ends.
+Also how often a lending producer wakes to look (and to see a cancel from
+the garbage collector's finalizer, which cannot notify it): at 0.25 s those
+wakes cost a thousand streams 3-6 us per chunk (benchmarks/scale.py)."""
 
 PUT_POLL_S = 0.25
 """How often a producer blocked on a full channel re-checks its Cancellable.
