@@ -484,6 +484,11 @@ def test_a_consumer_that_stops_reading_stops_the_worker(transport: Transport) ->
         s = make(emu.url, transport, queue_size=queue_size)
         it = iter(s)
         next(it)  # streaming has begun; now the consumer stops reading
+        w = s._rx
+        # The worker had lent its read to the iterating consumer; once the
+        # consumer stays away (channel.AWAY_S) it reads ahead, into the bound.
+        # (Checked as the emulator's counters move: it writes while the worker reads.)
+        assert emu.wait_until(lambda c: w.queued >= queue_size, timeout=WAIT)
         # The emulator stops writing once the channel and the TCP buffers are full.
         assert emu.wait_until(lambda c: c["chunks_sent"] > 1000, timeout=WAIT)
         sent = -1
@@ -491,7 +496,6 @@ def test_a_consumer_that_stops_reading_stops_the_worker(transport: Transport) ->
             sent = emu.counters()["chunks_sent"]
             emu.wait_until(lambda c, n=sent: c["chunks_sent"] > n, timeout=0.5)  # type: ignore[misc]
         assert sent < tokens / 2
-        w = s._rx
         assert w.peak_queued <= queue_size + w.largest_batch
         assert w.queued >= queue_size  # the worker is parked on a full channel
         s.cancel()
