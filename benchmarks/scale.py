@@ -32,6 +32,11 @@ subprocess, over the run only), CPU us per chunk, peak RSS, and lag:
 - *consumer lag*: server stamp -> the consumer holding the parsed chunk
   (``b-map`` has no consumer: its chunks are counted where the worker
   drops them).
+- *server CPU*: what the emulator's process spent over the client's run
+  (``/proc``, Linux; NaN elsewhere). The same 100 chunks a stream cost the
+  server more when a client reads each as it lands on a thread asleep in
+  ``recv`` (each write wakes one) than when one event loop reads behind;
+  on a machine the two share, that is wall time.
 
 Clients alternate within a round (a, b, c, ..., then again), ``--rounds``
 rounds per size; the table gives medians. The emulator is restarted per
@@ -414,9 +419,26 @@ def serve(streams: int, tokens: int) -> None:
         sys.stdin.read()  # the driver closes it to stop the server
 
 
+class Server:
+    """The emulator's process: its URL and, on Linux, its CPU seconds so far."""
+
+    def __init__(self, url: str, pid: int) -> None:
+        self.url = url
+        self._stat = f"/proc/{pid}/stat"
+
+    def cpu(self) -> Optional[float]:
+        """User + system CPU seconds of the server process (None off Linux)."""
+        try:
+            with open(self._stat) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @contextmanager
-def emulator(streams: int, tokens: int) -> Iterator[str]:
-    """The emulator in its own process (see :func:`serve`); yields its URL."""
+def emulator(streams: int, tokens: int) -> Iterator[Server]:
+    """The emulator in its own process (see :func:`serve`)."""
     cmd = [sys.executable, os.path.abspath(__file__), "--serve", "--streams", str(streams),
            "--tokens", str(tokens)]
     proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -425,7 +447,7 @@ def emulator(streams: int, tokens: int) -> Iterator[str]:
         url = proc.stdout.readline().strip()
         if not url.startswith("http"):
             raise RuntimeError(f"emulator did not start: {url!r}")
-        yield url
+        yield Server(url, proc.pid)
     finally:
         assert proc.stdin is not None
         proc.stdin.close()
@@ -454,7 +476,8 @@ def run_once(client: str, url: str, streams: int, tokens: int,
 COLUMNS = [("errors", "errors", "{:.0f}"), ("wall", "wall s", "{:.2f}"),
            ("cpu", "CPU s", "{:.2f}"), ("cpu_us_per_chunk", "CPU us/chunk", "{:.0f}"),
            ("rss_mb", "peak RSS MB", "{:.0f}"), ("lag_p50", "lag p50 ms", "{:.2f}"),
-           ("lag_p99", "lag p99 ms", "{:.2f}"), ("consumer_p99", "consumer p99 ms", "{:.2f}")]
+           ("lag_p99", "lag p99 ms", "{:.2f}"), ("consumer_p99", "consumer p99 ms", "{:.2f}"),
+           ("server_cpu", "server CPU s", "{:.2f}")]
 
 
 def summarize(rows: List[Dict[str, Any]]) -> Dict[str, Any]:
@@ -556,18 +579,25 @@ def main() -> None:
     results: Dict[Tuple[int, str], Dict[str, Any]] = {}
     for size in sizes:
         runs: Dict[str, List[Dict[str, Any]]] = {c: [] for c in clients}
-        with emulator(size, args.tokens) as url:
+        with emulator(size, args.tokens) as server:
+            url = server.url
             run_once("raw-socket", url, min(size, 16), args.tokens)  # warm-up
             for _ in range(args.rounds):
                 for client in clients:
                     if any("timed out" in r.get("failed", "") for r in runs[client]):
                         continue  # it would time out again: spend the time on the others
+                    before = server.cpu()
                     row = run_once(client, url, size, args.tokens, args.run_timeout)
+                    after = server.cpu()
+                    if "failed" not in row:
+                        row["server_cpu"] = (float("nan") if before is None or after is None
+                                             else after - before)
                     runs[client].append(row)
                     note = row.get("failed") or (
                         f"errors {row['errors']} short {row['short']} wall {row['wall']:.2f} "
                         f"cpu {row['cpu']:.2f} rss {row['rss_mb']:.0f} "
-                        f"lag p99 {row['lag_p99']:.2f} consumer p99 {row['consumer_p99']:.2f}")
+                        f"lag p99 {row['lag_p99']:.2f} consumer p99 {row['consumer_p99']:.2f} "
+                        f"server cpu {row['server_cpu']:.2f}")
                     print(f"  {size:5d} {client:10s} {note}", flush=True)
         for client in clients:
             results[(size, client)] = summarize(runs[client])
