@@ -311,15 +311,22 @@ def test_sse_comments_do_not_reset_the_idle_deadline(transport: Transport) -> No
         assert time.monotonic() - started < WAIT / 2
 
 
+@pytest.mark.parametrize("take", ["next", "get"])
 def test_a_consumer_slower_than_the_idle_timeout_is_not_an_idle_timeout(
-        transport: Transport) -> None:
-    # A token every 5 ms, each in its own read; the consumer stops for twice
-    # the idle timeout, so the channel fills and the worker waits. The server
-    # was never silent: the wait for the consumer must not count as idle.
+        transport: Transport, take: str) -> None:
+    # A token every 5 ms, each in its own read; after five chunks the
+    # consumer stops for twice the idle timeout. With ``next`` the read is
+    # lent to it; with ``get(timeout)`` the worker reads, the channel fills
+    # and it waits. The server was never silent either way: the time spent
+    # waiting for the consumer must not count as idle.
     config = EmulatorConfig(tokens_per_second=200, response_tokens=(40, 40))
     with Emulator(config) as paced, \
             make(paced.url, transport, timeouts=Timeouts(idle=0.3), queue_size=2) as s:
-        chunks = [next(s)]
+        chunks: List[Chunk] = []
+        for _ in range(5):
+            c = next(s) if take == "next" else s.get(timeout=WAIT)
+            assert c is not None
+            chunks.append(c)
         time.sleep(0.6)  # the slow consumer under test
         chunks.extend(s)
         result = s.result(timeout=WAIT)

@@ -259,7 +259,8 @@ class SendEnd:
                     if s.over():
                         s.lent = None
                         break
-                    if not s.patient and time.monotonic() - s.away_since >= AWAY_S:
+                    waiting = s.ringing and s.iterating  # in take(None), on the bell
+                    if not waiting and time.monotonic() - s.away_since >= AWAY_S:
                         s.lent = None
                         s.iterating = False  # lent again once it iterates again
                         break
@@ -380,11 +381,7 @@ class ReceiveEnd:
                     finally:
                         s.taking -= 1
                 else:
-                    s.patient = timeout is None
-                    try:
-                        s.wait_bell(timeout)
-                    finally:
-                        s.patient = False
+                    s.wait_bell(timeout)
 
     def add_waiter(self, loop: asyncio.AbstractEventLoop, fut: asyncio.Future[None]) -> bool:
         """Register an asyncio waiter; False if there is something to take already."""

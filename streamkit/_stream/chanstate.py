@@ -77,14 +77,14 @@ class ChannelState:
 
     A read lent to the consumer (``lent``, see ``SendEnd.lend``) is run by
     one consumer thread at a time (``stepping``), lent only while the
-    consumer ``iterating`` (its last take had no timeout); ``patient`` is set while
-    the consumer waits on the bell with no timeout, ``away_since`` when it
-    last left a step; the producer waits on ``returned`` for the step back.
+    consumer is ``iterating`` (its last take had no timeout); ``away_since``
+    is when it last left a step; the producer waits on ``returned`` for the
+    step back.
     """
 
     __slots__ = ("away_since", "batches", "bell", "callbacks", "canceller", "capacity",
                  "claimed", "discarding", "end", "ended", "items", "iterating",
-                 "largest_batch", "lent", "lock", "patient", "peak_queued", "putting", "queued",
+                 "largest_batch", "lent", "lock", "peak_queued", "putting", "queued",
                  "recorder", "returned", "ringing", "seen", "sink", "space", "stepping",
                  "taking", "unbounded", "waiters", "wakes")
 
@@ -117,7 +117,6 @@ class ChannelState:
         self.seen = False  # a chunk reached the consumer (taken, or handed to its sink)
         self.lent: Optional[Step] = None
         self.stepping = False
-        self.patient = False
         self.iterating = False  # the consumer's last take had no timeout
         self.away_since = 0.0
         self.returned: Optional[threading.Condition] = None

@@ -24,12 +24,13 @@ from .deadlines import Deadlines
 
 
 class LentBody:
-    """The body reads one lending lasts (see :meth:`step`).
+    """The rest of a body, read in the worker's thread (:meth:`read`) or, while
+    lent, in the iterating consumer's (:meth:`step`).
 
-    Read by the consumer's thread while lent, by the worker's after (the
-    channel lock orders the two). ``last`` is the last chunk list handed
-    over (the worker's salvage needs it), ``error`` a failure for the worker
-    to raise, ``ended`` the body ended (the decoder is closed).
+    The channel lock orders the two threads. ``last`` is the last chunk list
+    handed over (the worker's salvage needs it), ``error`` a failure of a
+    lent read for the worker to raise, ``ended`` the body ended (the decoder
+    is closed).
     """
 
     __slots__ = ("_deadlines", "_idle", "decoder", "ended", "error", "last", "response")
@@ -44,39 +45,51 @@ class LentBody:
         self.error: Optional[BaseException] = None
         self.ended = False
 
+    def read(self) -> List[Chunk]:
+        """Read until chunks come or the body ends; the chunks (maybe none at
+        the end). Blocks within the idle and total deadlines.
+
+        The idle clock starts here: time spent handing the last chunks on
+        (a full channel, a consumer away between two ``next()`` calls) is
+        not the server's silence; SSE comments do not restart it.
+
+        Raises what ``read_some`` and the decoder raise (StreamTimeout,
+        StreamInterrupted, ProtocolError, Cancelled, ...).
+        """
+        decoder, response, idle = self.decoder, self.response, self._idle
+        budget = self._deadlines.budget
+        deadline = None if idle is None else time.monotonic() + idle
+        while True:
+            timeout, phase = budget(deadline, "idle")
+            data = response.read_some(timeout, phase=phase)
+            ns = response.read_ns
+            if not data:
+                self.ended = True
+                chunks = decoder.close(ns)
+                if chunks:
+                    self.last = chunks
+                return chunks
+            chunks = decoder.feed(data, ns)
+            if idle is not None and decoder.activity():
+                deadline = time.monotonic() + idle
+            if chunks:
+                self.last = chunks
+                return chunks
+
     def step(self) -> Tuple[List[Chunk], bool]:
-        """Read until chunks come or the body ends (consumer's thread): the
-        chunks, and True while the consumer may keep reading.
+        """:meth:`read` in the consumer's thread, lent: the chunks, and True
+        while the consumer may keep reading.
 
         Never raises an Exception: it goes to ``error`` for the worker. A
         KeyboardInterrupt (the consumer is the main thread) passes through,
         and the stream is then cancelled: the decoder may be half fed.
         """
-        decoder, response, idle = self.decoder, self.response, self._idle
-        budget = self._deadlines.budget
-        # The idle clock starts as the consumer starts waiting: time it spent
-        # away between two reads is not the server's silence.
-        deadline = None if idle is None else time.monotonic() + idle
         try:
-            while True:
-                timeout, phase = budget(deadline, "idle")
-                data = response.read_some(timeout, phase=phase)
-                ns = response.read_ns
-                if not data:
-                    self.ended = True
-                    chunks = decoder.close(ns)
-                    if chunks:
-                        self.last = chunks
-                    return chunks, False
-                chunks = decoder.feed(data, ns)
-                if idle is not None and decoder.activity():  # SSE comments do not count
-                    deadline = time.monotonic() + idle
-                if chunks:
-                    self.last = chunks
-                    return chunks, not decoder.done
+            chunks = self.read()
         except Exception as exc:
             self.error = exc
             return [], False
         except BaseException:
             self.error = Cancelled("the consumer was interrupted while reading the stream")
             raise
+        return chunks, not (self.ended or self.decoder.done)

@@ -267,47 +267,29 @@ class Worker:
         response, decoder = self._response, self._decoder
         assert response is not None and decoder is not None
         self._emit(first, replay)
-        budget = self._deadlines.budget
         idle = self._deadlines.timeouts.idle
-        idle_deadline = None if idle is None else time.monotonic() + idle
         last = first  # the last chunk list the decoder handed over
         try:
             if (self._poller is not None and replay is None and not decoder.done
                     and self._tx.offers and response.pollable() is not None):
-                body = PolledBody(response, decoder, self._tx, idle, last)
+                polled = PolledBody(response, decoder, self._tx, idle, last)
                 try:
-                    body.pump(self._poller, self._deadlines)
+                    polled.pump(self._poller, self._deadlines)
                 finally:
-                    last, idle_deadline = body.last, body.idle_deadline
-            lend = replay is None  # a replay filters what it sends: not lent
-            while not decoder.done:  # this thread reads (what is left)
-                if lend and self._tx.consumer_iterates:
-                    lent = LentBody(response, decoder, self._deadlines, idle, last)
-                    if self._tx.lend(lent.step):  # the consumer read; it is back
-                        last = lent.last
-                        if lent.error is not None:
-                            raise lent.error
-                        if lent.ended:
-                            return
-                        if idle is not None:
-                            idle_deadline = time.monotonic() + idle
+                    last = polled.last
+            # What is left, read by this thread, or by an iterating consumer's
+            # while lent (a replay filters what it sends: never lent).
+            body = LentBody(response, decoder, self._deadlines, idle, last)
+            try:
+                while not decoder.done and not body.ended:
+                    if (replay is None and self._tx.consumer_iterates
+                            and self._tx.lend(body.step)):
+                        if body.error is not None:
+                            raise body.error
                         continue
-                timeout, phase = budget(idle_deadline, "idle")
-                data = response.read_some(timeout, phase=phase)
-                ns = response.read_ns
-                if not data:
-                    last = decoder.close(ns)
-                    self._emit(last, replay)
-                    return
-                chunks = decoder.feed(data, ns)
-                active = decoder.activity()  # SSE comments do not count
-                if chunks:
-                    last = chunks
-                    self._emit(chunks, replay)
-                if idle is not None and active:
-                    # From here, after a send that waited: the idle clock runs
-                    # while the server is awaited, not while the consumer is.
-                    idle_deadline = time.monotonic() + idle
+                    self._emit(body.read(), replay)
+            finally:
+                last = body.last
         except StreamError:
             self._salvage(decoder, last, replay)
             raise
