@@ -45,6 +45,8 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any, Dict, Iterator, List, Sequence
 
+from stalls import describe, probe
+
 import streamkit as sk
 
 MODEL = "demo"
@@ -178,7 +180,9 @@ def part_b(args: argparse.Namespace) -> None:
               f"tokens each (the emulator's text length caps it); gc.freeze() after "
               f"warm-up: {'yes' if args.gc_freeze else 'no'}")
         for streams in [4, *counts]:  # 4 streams: this machine's floor right now
-            rows = [measure_lag(url, streams, args.tokens) for _ in range(args.lag_rounds)]
+            with probe() as stall_probe:
+                rows = [measure_lag(url, streams, args.tokens) for _ in range(args.lag_rounds)]
+                stalls = stall_probe.result()
             p50 = statistics.median(r["p50"] for r in rows)
             p99 = statistics.median(r["p99"] for r in rows)
             worst = max(r["max"] for r in rows)
@@ -192,6 +196,7 @@ def part_b(args: argparse.Namespace) -> None:
                   flush=True)
             print(f"          p99 after the first {BURST_S * 1000:.0f} ms {steady:6.3f} ms, "
                   f"p99 of first chunks {first:6.3f} ms, load {load:.1f}", flush=True)
+            print(f"          meanwhile, an idle process here: {describe(stalls)}", flush=True)
 
 
 def main() -> None:

@@ -32,6 +32,10 @@ subprocess, over the run only), CPU us per chunk, peak RSS, and lag:
 - *consumer lag*: server stamp -> the consumer holding the parsed chunk
   (``b-map`` has no consumer: its chunks are counted where the worker
   drops them).
+- *last 1st chunk*: when the last stream's first chunk arrived, from the
+  start of the run. Wall time minus it is how long that stream took to
+  stream; the rest of the wall time is the start burst (every stream
+  opened at once).
 - *server CPU*: what the emulator's process spent over the client's run
   (``/proc``, Linux; NaN elsewhere). The same 100 chunks a stream cost the
   server more when a client reads each as it lands on a thread asleep in
@@ -93,15 +97,19 @@ class Tally:
     def __init__(self) -> None:
         self.arrival: List[float] = []
         self.consumer: List[float] = []
+        self.firsts: List[int] = []  # arrival stamps of each stream's first chunk
         self.errors = 0
         self.chunks = 0
 
     def took(self, c: Any) -> None:
         """Count a streamkit Chunk the consumer holds now."""
-        self.chunk(c.raw.get("_sent_ns"), c.received_ns, time.perf_counter_ns())
+        self.chunk(c.raw.get("_sent_ns"), c.received_ns, time.perf_counter_ns(), c.index == 0)
         self.chunks += 1
 
-    def chunk(self, sent_ns: Optional[int], arrival_ns: int, consumer_ns: int) -> None:
+    def chunk(self, sent_ns: Optional[int], arrival_ns: int, consumer_ns: int,
+              first: bool = False) -> None:
+        if first:
+            self.firsts.append(arrival_ns)
         if sent_ns is not None:
             self.arrival.append((arrival_ns - sent_ns) / 1e6)
             self.consumer.append((consumer_ns - sent_ns) / 1e6)
@@ -209,6 +217,7 @@ def run_aiohttp(url: str, streams: int, tokens: int, tally: Tally) -> None:
                 resp.raise_for_status()
                 tail = b""
                 done = False
+                first = True
                 async for data in resp.content.iter_any():
                     now = time.perf_counter_ns()
                     lines = (tail + data).split(b"\n")
@@ -216,7 +225,8 @@ def run_aiohttp(url: str, streams: int, tokens: int, tally: Tally) -> None:
                     for line in lines:
                         if line:
                             obj = json.loads(line)
-                            tally.chunk(obj.get("_sent_ns"), now, time.perf_counter_ns())
+                            tally.chunk(obj.get("_sent_ns"), now, time.perf_counter_ns(), first)
+                            first = False
                             tally.chunks += 1
                             done = obj.get("done") is True
                 if not done:
@@ -288,11 +298,13 @@ def run_raw_socket(url: str, streams: int, tokens: int, tally: Tally) -> None:
             pending = bytearray()
             with sock:
                 buf, ended, now = rest, False, time.perf_counter_ns()
+                first = True
                 while True:
                     lines, buf, ended = _records(buf, pending)
                     for line in lines:
                         obj = json.loads(line)
-                        tally.chunk(obj.get("_sent_ns"), now, time.perf_counter_ns())
+                        tally.chunk(obj.get("_sent_ns"), now, time.perf_counter_ns(), first)
+                        first = False
                         tally.chunks += 1
                     if ended:
                         return
@@ -333,6 +345,7 @@ def run_raw_queue(url: str, streams: int, tokens: int, tally: Tally) -> None:
                 q.put(exc)
 
         threading.Thread(target=reader, daemon=True).start()
+        first = True
         while True:
             item = q.get()
             if item is None:
@@ -341,7 +354,8 @@ def run_raw_queue(url: str, streams: int, tokens: int, tally: Tally) -> None:
                 tally.errors += 1
                 return
             obj, arrival = item
-            tally.chunk(obj.get("_sent_ns"), arrival, time.perf_counter_ns())
+            tally.chunk(obj.get("_sent_ns"), arrival, time.perf_counter_ns(), first)
+            first = False
             tally.chunks += 1
 
     _threads(streams, one)
@@ -385,15 +399,16 @@ def child(client: str, url: str, streams: int, tokens: int) -> None:
     runner(url, 1, 1, Tally())
     tally = Tally()
     before = resource.getrusage(resource.RUSAGE_SELF)
-    started = time.perf_counter()
+    started = time.perf_counter_ns()
     runner(url, streams, tokens, tally)
-    wall = time.perf_counter() - started
+    wall = (time.perf_counter_ns() - started) / 1e9
     after = resource.getrusage(resource.RUSAGE_SELF)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     expected = streams * tokens
     print(json.dumps({
         "client": client, "streams": streams, "errors": tally.errors,
         "chunks": tally.chunks, "short": max(0, expected - tally.chunks), "wall": wall,
+        "last_start": (max(tally.firsts) - started) / 1e9 if tally.firsts else float("nan"),
         "cpu": cpu, "cpu_us_per_chunk": cpu / max(1, tally.chunks) * 1e6,
         "rss_mb": after.ru_maxrss / 1024,
         "lag_p50": _percentile(tally.arrival, 0.5), "lag_p99": _percentile(tally.arrival, 0.99),
@@ -474,6 +489,7 @@ def run_once(client: str, url: str, streams: int, tokens: int,
 
 
 COLUMNS = [("errors", "errors", "{:.0f}"), ("wall", "wall s", "{:.2f}"),
+           ("last_start", "last 1st chunk s", "{:.2f}"),
            ("cpu", "CPU s", "{:.2f}"), ("cpu_us_per_chunk", "CPU us/chunk", "{:.0f}"),
            ("rss_mb", "peak RSS MB", "{:.0f}"), ("lag_p50", "lag p50 ms", "{:.2f}"),
            ("lag_p99", "lag p99 ms", "{:.2f}"), ("consumer_p99", "consumer p99 ms", "{:.2f}"),
@@ -595,6 +611,7 @@ def main() -> None:
                     runs[client].append(row)
                     note = row.get("failed") or (
                         f"errors {row['errors']} short {row['short']} wall {row['wall']:.2f} "
+                        f"last 1st chunk {row['last_start']:.2f} "
                         f"cpu {row['cpu']:.2f} rss {row['rss_mb']:.0f} "
                         f"lag p99 {row['lag_p99']:.2f} consumer p99 {row['consumer_p99']:.2f} "
                         f"server cpu {row['server_cpu']:.2f}")
