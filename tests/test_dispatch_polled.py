@@ -632,7 +632,11 @@ def test_sequential_polled_streams_reuse_one_connection_left_blocking(
             sock, before, after = polls[-1]
             assert before is not None and before != 0.0
             assert after == before and sock.getblocking()
-        # A thread-path stream (a Client stream) of the same client reuses it too.
+        # A thread-path stream (a Client stream) of the same client reuses it too,
+        # once the last job has put it back: the end record goes out first and the
+        # worker then reads the body's last bytes and pools the connection. (With
+        # one worker, each submitted job above waited for the one before it.)
+        d._pool.wait_idle(WAIT)
         assert d.client.generate("demo", "after").result(WAIT).ok
         requests = len(server.requests)
         connections = server.connections.value
