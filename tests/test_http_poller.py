@@ -2,7 +2,7 @@
 
 Each test runs with the platform's selector (epoll on Linux, which sees a
 registration made while it waits) and with ``select`` (which needs the
-poller's wake-up pair). The autouse leak check fails a test that leaves the
+poller's wake-up pair for each registration; both need it at close). The autouse leak check fails a test that leaves the
 poller thread or a wake-up socket behind; the selector's own descriptor is
 checked here.
 """
@@ -322,6 +322,27 @@ def test_close_ends_every_active_watch_and_joins_the_thread(
         assert r.watch.wait(0)  # ended as if its step had said so
         assert poller.unwatch(r.watch) is False
     poller.close()  # idempotent
+
+
+def test_close_wakes_the_thread_instead_of_waiting_out_its_select(
+        poller: Poller, pairs: Callable[[], Pair], monkeypatch: pytest.MonkeyPatch) -> None:
+    # The backstop wait pushed far away: close must wake the thread (with epoll too,
+    # which needs no wake for a registration). Without that, close took one whole
+    # select, 0.25 s at the end of every Dispatcher that had polled a stream.
+    monkeypatch.setattr(poller_module, "_SELECT_S", 2 * WAIT)
+    writer, reader = pairs()
+    r = Reader(reader)
+    assert poller.watch(r.watch)
+    writer.sendall(b"not yet")
+    deadline = time.monotonic() + WAIT
+    while not r.got:  # stepped once, so the thread is back in select
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    thread = _the_thread()
+    started = time.monotonic()
+    poller.close()
+    assert time.monotonic() - started < WAIT
+    assert not thread.is_alive() and r.watch.wait(0)
 
 
 def test_close_waits_for_a_running_step(poller: Poller, pairs: Callable[[], Pair]) -> None:

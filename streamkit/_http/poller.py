@@ -33,10 +33,10 @@ IDLE_EXIT_S = 0.5
 """How long the poller thread waits with nothing to watch before it ends."""
 
 _SELECT_S = 0.25
-"""Longest single wait (a backstop: registrations wake it when they must)."""
+"""Longest single wait (a backstop: registrations and close wake it)."""
 
 # These see a socket registered while another thread waits in them; others
-# (select, poll) are woken through a socket pair.
+# (select, poll) are woken through the socket pair for each registration too.
 _LIVE_REGISTRATION = tuple(getattr(selectors, name) for name in
                            ("EpollSelector", "KqueueSelector", "DevpollSelector")
                            if hasattr(selectors, name))
@@ -80,11 +80,12 @@ class Poller:
         self._watched = 0
         self._thread: Optional[threading.Thread] = None
         self._closed = False
-        self._waker: Optional[socket.socket] = None
-        if not isinstance(self._selector, _LIVE_REGISTRATION):
-            self._wake_in, self._waker = socket.socketpair()
-            self._wake_in.setblocking(False)
-            self._selector.register(self._wake_in, selectors.EVENT_READ, None)
+        # Every selector needs waking at close (else close waits out a whole
+        # select); only some need it for each new registration.
+        self._wake_on_watch = not isinstance(self._selector, _LIVE_REGISTRATION)
+        self._wake_in, self._waker = socket.socketpair()
+        self._wake_in.setblocking(False)
+        self._selector.register(self._wake_in, selectors.EVENT_READ, None)
 
     def watch(self, watch: Watch) -> bool:
         """Start watching; False if the poller is closed (then read in your own thread)."""
@@ -103,7 +104,7 @@ class Poller:
                 self._thread = threading.Thread(target=self._run, name=self._name,
                                                 daemon=True)
                 self._thread.start()
-        if self._waker is not None:
+        if self._wake_on_watch:
             self._wake()
         return True
 
@@ -192,17 +193,15 @@ class Poller:
             return True
 
     def _wake(self) -> None:
-        if self._waker is not None:
-            # OSError: closed, or its buffer is full (a wake is pending anyway).
-            with contextlib.suppress(OSError):
-                self._waker.send(b"\0")
+        # OSError: closed, or its buffer is full (a wake is pending anyway).
+        with contextlib.suppress(OSError):
+            self._waker.send(b"\0")
 
     def _free(self) -> None:
         """Close the selector and the wake-up pair (lock held; no thread uses them)."""
         self._selector.close()
-        if self._waker is not None:
-            self._waker.close()
-            self._wake_in.close()
+        self._waker.close()
+        self._wake_in.close()
 
     def _drain_waker(self) -> None:
         with contextlib.suppress(BlockingIOError):
