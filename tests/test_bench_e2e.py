@@ -119,9 +119,11 @@ def test_multi_token_chunks_keep_tpot_and_show_chunk_gaps() -> None:
 
 
 def test_two_processes_match_one_on_a_light_load() -> None:
-    one = bench(paced(first_token_delay=0.1), concurrency=(4,), requests=8, num_predict=16,
+    # 32 tokens: a VM stall on a wave's last chunks moves its TPOT by stall/(n-1); at 16
+    # tokens two runs on this machine already differed by up to 1% of the 2% allowed
+    one = bench(paced(first_token_delay=0.1), concurrency=(4,), requests=8, num_predict=32,
                 warmup=4)
-    two = bench(paced(first_token_delay=0.1), concurrency=(4,), requests=8, num_predict=16,
+    two = bench(paced(first_token_delay=0.1), concurrency=(4,), requests=8, num_predict=32,
                 warmup=4, processes=2)
     a, b = one.points[0].summary, two.points[0].summary
     assert b.ok == 8 and b.processes == 2
