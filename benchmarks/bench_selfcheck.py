@@ -39,13 +39,15 @@ def accuracy(concurrency: int, requests: int) -> None:
     point = run.points[0]
     m = point.summary.metrics
     ok = [r for r in point.records if r.ok and not r.warmup]
-    server_ttft = statistics.median(r.prompt_eval_duration / 1e6 for r in ok)
+    server_ttft = statistics.median(r.prompt_eval_duration / 1e6 for r in ok
+                                    if r.prompt_eval_duration is not None)
     cal = point.calibration
-    assert cal is not None
+    tpot = m["tpot_ms"].p50
+    assert cal is not None and tpot is not None
     print(f"concurrency {concurrency:>3}: TTFT p50 {m['ttft_ms'].p50:7.2f} ms "
           f"(emulator 300 ms, its own stamps {server_ttft:6.2f} ms, floor p50 "
           f"{cal.ttft_ms.p50:.2f} / p99 {cal.ttft_ms.p99:.2f} ms) | TPOT p50 "
-          f"{m['tpot_ms'].p50:6.3f} ms (20 ms: {100 * (m['tpot_ms'].p50 / 20 - 1):+.2f}%) | "
+          f"{tpot:6.3f} ms (20 ms: {100 * (tpot / 20 - 1):+.2f}%) | "
           f"ICL p50 {m['icl_ms'].p50:6.2f} ms | lag p99 {cal.lag_ms.p99:.2f} ms")
 
 

@@ -154,6 +154,7 @@ def measure_lag(url: str, streams: int, tokens: int) -> Dict[str, Any]:
             if isinstance(item, sk.Result):
                 failed += not item.ok
                 continue
+            assert isinstance(item, sk.Chunk)  # generate requests: no embeddings
             sent = item.raw.get("_sent_ns") if item.raw else None
             if sent is not None:
                 lag = (item.received_ns - sent) / 1e6

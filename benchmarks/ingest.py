@@ -137,7 +137,7 @@ def run_ollama(url: str, tokens: int) -> Tuple[int, int]:
     n = chars = 0
     for part in ollama.Client(host=url).generate(model=MODEL, prompt=PROMPT, stream=True):
         n += 1
-        chars += len(part.response)
+        chars += len(part.response or "")
     return n, chars
 
 

@@ -161,11 +161,14 @@ def run_map(url: str, streams: int, tokens: int, tally: Tally) -> None:
     # view map has. It costs one call per read that a real map does not pay.
     # A BatchSink that never refuses, so the poller may call it as it calls
     # ``discard``.
-    def count(chunks: List[Any]) -> bool:
+    def count(chunks: List[sk.Chunk]) -> None:
         for c in chunks:
             tally.took(c)
+
+    def offer(chunks: List[sk.Chunk]) -> bool:
+        count(chunks)
         return True
-    fanout.discard = BatchSink(count, count)  # type: ignore[assignment]
+    fanout.discard = BatchSink(count, offer)  # type: ignore[attr-defined]
     with sk.Dispatcher(hosts=[(url, streams)], workers=streams, max_pending=0) as d:
         for r in d.map(_requests(streams, tokens), return_exceptions=True):
             tally.errors += not r.ok
@@ -200,7 +203,7 @@ def _threads_read(run: Callable[[str, int, int, Tally], None]
             poller = Poller(name)
             poller.close()
             return poller
-        pool.Poller = closed  # type: ignore[assignment]  # benchmark-only
+        pool.Poller = closed  # type: ignore[attr-defined,assignment]  # benchmark-only
         run(url, streams, tokens, tally)
     return without_poller
 
