@@ -2,9 +2,9 @@
 
 Each test runs with the platform's selector (epoll on Linux, which sees a
 registration made while it waits) and with ``select`` (which needs the
-poller's wake-up pair for each registration; both need it at close). The autouse leak check fails a test that leaves the
-poller thread or a wake-up socket behind; the selector's own descriptor is
-checked here.
+poller's wake-up pair for each registration; both need it at close). The
+autouse leak check fails a test that leaves the poller thread or a wake-up
+socket behind; the selector's own descriptor is checked here.
 """
 
 from __future__ import annotations
