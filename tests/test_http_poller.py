@@ -67,6 +67,7 @@ class Reader:
         self.got = bytearray()
         self.threads: Set[str] = set()
         self.steps = 0
+        self.read = threading.Event()  # set once a step has read some bytes
         self.watch = Watch(sock, self.step)
 
     def step(self) -> bool:
@@ -77,6 +78,7 @@ class Reader:
         except BlockingIOError:
             return False
         self.got += data
+        self.read.set()
         return not data or self.got.endswith(b"!")
 
 
@@ -309,10 +311,7 @@ def test_close_ends_every_active_watch_and_joins_the_thread(
     for writer, _ in readers:
         writer.sendall(b"not yet")
     for _, r in readers:  # stepped, still watched
-        deadline = time.monotonic() + WAIT
-        while not r.got:  # no event to wait on: poll the bytes with a deadline
-            assert time.monotonic() < deadline
-            time.sleep(0.005)
+        assert r.read.wait(WAIT)
     thread = _the_thread()
     started = time.monotonic()
     poller.close()
@@ -334,10 +333,7 @@ def test_close_wakes_the_thread_instead_of_waiting_out_its_select(
     r = Reader(reader)
     assert poller.watch(r.watch)
     writer.sendall(b"not yet")
-    deadline = time.monotonic() + WAIT
-    while not r.got:  # stepped once, so the thread is back in select
-        assert time.monotonic() < deadline
-        time.sleep(0.005)
+    assert r.read.wait(WAIT)  # stepped once, so the thread goes back to select
     thread = _the_thread()
     started = time.monotonic()
     poller.close()
